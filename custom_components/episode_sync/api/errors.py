@@ -1,0 +1,60 @@
+"""One error hierarchy for every media-server client.
+
+The integration maps these in one place each (coordinator, config flow):
+auth errors start a reauth, connection errors make entities unavailable until
+the server answers again, protocol errors make the sync engine fall back to a
+full sync.
+"""
+
+from __future__ import annotations
+
+
+class MediaServerError(Exception):
+    """Base class of every error raised by the clients."""
+
+
+class MediaServerConnectionError(MediaServerError):
+    """The server could not be reached, timed out or reset the connection."""
+
+
+class MediaServerAuthError(MediaServerError):
+    """The server refused our credentials (HTTP 401, or 403 on Jellyfin's socket)."""
+
+
+class MediaServerProtocolError(MediaServerError):
+    """The server answered, but not as the API promises.
+
+    Unexpected status codes, HTML or XML where JSON was asked for, malformed or
+    truncated JSON, and payloads missing required fields all land here.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        """Keep the HTTP status, when there was one, for callers that care."""
+        super().__init__(message)
+        self.status = status
+
+
+class MediaServerNotFoundError(MediaServerProtocolError):
+    """HTTP 404 for a specific path (an item or a listing)."""
+
+
+class MediaServerUnavailableError(MediaServerConnectionError):
+    """HTTP 429 or 5xx: the server (or a proxy before it) cannot serve us now.
+
+    A transient state, not a protocol fault: the sync is retried at the next
+    interval rather than escalated to a heavier full sync.
+    """
+
+    def __init__(self, message: str, *, status: int, retry_after: float | None) -> None:
+        """Keep the status and how long the server asked us to wait."""
+        super().__init__(message)
+        self.status = status
+        self.retry_after = retry_after
+
+
+class WrongServerError(MediaServerError):
+    """The URL answers, but it is not the kind of server that was expected.
+
+    Raised by the identity probes, so the config flow can tell a user who gave
+    a Jellyfin URL to the Plex step (or a router's web page) what went wrong.
+    """

@@ -1,0 +1,44 @@
+"""Constants of the Episode Sync integration."""
+
+from __future__ import annotations
+
+import logging
+from typing import Final
+
+DOMAIN: Final = "episode_sync"
+LOGGER = logging.getLogger(__package__)
+
+# Config entry data (connection): url, token and verify_ssl use HA's own keys.
+CONF_SERVER_TYPE: Final = "server_type"
+CONF_CLIENT_ID: Final = "client_id"  # Plex X-Plex-Client-Identifier, one per entry
+CONF_DEVICE_ID: Final = "device_id"  # Jellyfin DeviceId, one per entry
+CONF_USER_ID: Final = "user_id"
+
+# Config entry options (tunables).
+CONF_LIBRARIES: Final = "libraries"
+CONF_SCAN_INTERVAL: Final = "scan_interval"
+CONF_NEW_EPISODE_DAYS: Final = "new_episode_days"
+CONF_FULL_SYNC_DAYS: Final = "full_sync_days"
+CONF_MAX_CONCURRENCY: Final = "max_concurrency"
+
+DEFAULT_SCAN_INTERVAL: Final = 10  # minutes
+DEFAULT_NEW_EPISODE_DAYS: Final = 7
+DEFAULT_FULL_SYNC_DAYS: Final = 7
+DEFAULT_MAX_CONCURRENCY: Final = 5
+
+# Bus events and the event entity's type (SPEC §5).
+EVENT_NEW_EPISODE: Final = "episode_sync_new_episode"
+EVENT_MANY_NEW_EPISODES: Final = "episode_sync_many_new_episodes"
+EVENT_TYPE_NEW_EPISODE: Final = "new_episode"
+#: At most this many ``episode_sync_new_episode`` events per sync; beyond it,
+#: one ``episode_sync_many_new_episodes`` summarises the rest.
+MAX_EVENTS_PER_SYNC: Final = 25
+#: Newest episodes listed in the ``new_episodes`` sensor's attribute.
+MAX_ATTRIBUTE_EPISODES: Final = 20
+
+# Actions.
+SERVICE_FORCE_FULL_SYNC: Final = "force_full_sync"
+SERVICE_GET_NEW_EPISODES: Final = "get_new_episodes"
+ATTR_CONFIG_ENTRY_ID: Final = "config_entry_id"
+ATTR_DAYS: Final = "days"
+ATTR_LIMIT: Final = "limit"

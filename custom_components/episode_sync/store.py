@@ -1,0 +1,214 @@
+"""Persistence of the mirror and the sync bookkeeping (SPEC §4).
+
+Two stores per config entry:
+
+- ``episode_sync.<entry_id>.status``: small, written after every sync;
+- ``episode_sync.<entry_id>.library``: the mirror, written only when a sync
+  changed it, once per sync.
+
+The mirror is stored compactly (one list per episode, short keys) because a
+library of 100,000 episodes is encoded as JSON on every write. A file that is
+corrupt or not in the expected shape is logged and answered with an empty
+mirror, which makes the next sync a full one; it never stops the set-up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+import inspect
+from typing import Any
+
+from homeassistant.core import HomeAssistant
+from homeassistant.helpers.storage import Store
+
+from .api.models import Episode, Show
+from .const import DOMAIN, LOGGER
+from .sync import LibraryMirror, Mirror, ShowMirror, SyncState
+
+STATUS_VERSION = 1
+LIBRARY_VERSION = 1
+
+# Positions in an episode's stored list. Append only: a new field goes at the
+# end and older lists are read with it missing.
+_EPISODE_FIELDS = (
+    "id",
+    "season",
+    "number",
+    "title",
+    "air_date",
+    "added_at",
+    "watched",
+    "updated_at",
+    "thumb",
+)
+
+#: ``serialize_in_event_loop`` (HA 2025.12+) encodes the mirror in an executor
+#: thread; older releases encode in the loop, so the payload is kept compact.
+_OFF_LOOP = "serialize_in_event_loop" in inspect.signature(Store.__init__).parameters
+
+
+class _VersionedStore(Store[dict[str, Any]]):
+    """A Store whose migrations are the one place that knows old layouts."""
+
+    async def _async_migrate_func(
+        self, old_major_version: int, old_minor_version: int, old_data: dict[str, Any]
+    ) -> dict[str, Any]:
+        # Version 1 is the first layout: there is nothing older to migrate yet.
+        # A future layout converts ``old_data`` here, step by step.
+        return old_data
+
+
+def encode_mirror(mirror: Mirror) -> dict[str, Any]:
+    """Turn the mirror into compact JSON-ready data."""
+    return {
+        "server_id": mirror.server_id,
+        "libraries": [
+            {
+                "id": library.id,
+                "title": library.title,
+                "shows": [
+                    [
+                        entry.show.id,
+                        entry.show.title,
+                        entry.show.episode_count,
+                        entry.show.watched_count,
+                        entry.show.thumb,
+                        [
+                            [
+                                e.id,
+                                e.season,
+                                e.number,
+                                e.title,
+                                e.air_date,
+                                e.added_at,
+                                int(e.watched),
+                                e.updated_at,
+                                e.thumb,
+                            ]
+                            for e in entry.episodes.values()
+                        ],
+                    ]
+                    for entry in library.shows.values()
+                ],
+            }
+            for library in mirror.libraries.values()
+        ],
+    }
+
+
+def decode_mirror(data: Mapping[str, Any]) -> Mirror:
+    """Rebuild the mirror from stored data; raise ``ValueError`` on a bad shape."""
+    try:
+        libraries: dict[str, LibraryMirror] = {}
+        for lib in data["libraries"]:
+            library_id = str(lib["id"])
+            shows: dict[str, ShowMirror] = {}
+            for show_id, title, count, watched, thumb, rows in lib["shows"]:
+                show = Show(
+                    id=str(show_id),
+                    library_id=library_id,
+                    title=str(title),
+                    episode_count=int(count),
+                    watched_count=int(watched),
+                    thumb=thumb,
+                )
+                episodes = {}
+                for row in rows:
+                    e = dict(zip(_EPISODE_FIELDS, row, strict=False))
+                    episodes[str(e["id"])] = Episode(
+                        id=str(e["id"]),
+                        show_id=show.id,
+                        library_id=library_id,
+                        season=e["season"],
+                        number=e["number"],
+                        title=str(e["title"]),
+                        air_date=e["air_date"],
+                        added_at=int(e["added_at"]),
+                        watched=bool(e["watched"]),
+                        updated_at=e.get("updated_at"),
+                        thumb=e.get("thumb"),
+                    )
+                shows[show.id] = ShowMirror.build(show, episodes)
+            libraries[library_id] = LibraryMirror(
+                id=library_id, title=str(lib["title"]), shows=shows
+            )
+        server_id = data["server_id"]
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"unexpected mirror layout: {err!r}") from err
+    return Mirror(server_id=str(server_id) if server_id is not None else None, libraries=libraries)
+
+
+def encode_state(state: SyncState) -> dict[str, Any]:
+    """Turn the engine's bookkeeping into JSON-ready data."""
+    return {
+        "last_full_sync": state.last_full_sync,
+        "last_incremental_sync": state.last_incremental_sync,
+        "cursor": state.cursor,
+        "markers": dict(state.markers),
+        "shows_checked": dict(state.shows_checked),
+        "selection": sorted(state.selection),
+    }
+
+
+def decode_state(data: Mapping[str, Any]) -> SyncState:
+    """Rebuild the engine's bookkeeping; raise ``ValueError`` on a bad shape."""
+    try:
+        return SyncState(
+            last_full_sync=data.get("last_full_sync"),
+            last_incremental_sync=data.get("last_incremental_sync"),
+            cursor=data.get("cursor"),
+            markers={str(k): str(v) for k, v in data.get("markers", {}).items()},
+            shows_checked={str(k): float(v) for k, v in data.get("shows_checked", {}).items()},
+            selection=frozenset(str(i) for i in data.get("selection", ())),
+        )
+    except (AttributeError, TypeError, ValueError) as err:
+        raise ValueError(f"unexpected status layout: {err!r}") from err
+
+
+class EpisodeSyncStore:
+    """The two stores of one config entry."""
+
+    def __init__(self, hass: HomeAssistant, entry_id: str) -> None:
+        """Create (not yet load) the stores of a config entry."""
+        extra = {"serialize_in_event_loop": False} if _OFF_LOOP else {}
+        self._status = _VersionedStore(hass, STATUS_VERSION, f"{DOMAIN}.{entry_id}.status")
+        self._library = _VersionedStore(
+            hass, LIBRARY_VERSION, f"{DOMAIN}.{entry_id}.library", **extra
+        )
+        #: Library-store writes so far (diagnostics and the benchmark report it).
+        self.library_writes = 0
+        #: Summary of the last sync, as stored in the status store.
+        self.last_result: dict[str, Any] = {}
+
+    async def async_load(self) -> tuple[Mirror, SyncState]:
+        """Load the mirror and bookkeeping; an unreadable pair means "start over".
+
+        The two files are only trusted together: a mirror without its
+        bookkeeping (or the reverse) cannot be synced incrementally.
+        """
+        try:
+            status = await self._status.async_load()
+            library = await self._library.async_load()
+            if status is None or library is None:
+                return Mirror(), SyncState()
+            state, mirror = decode_state(status), decode_mirror(library)
+            self.last_result = dict(status.get("last_result") or {})
+        except (ValueError, OSError) as err:
+            LOGGER.warning("Stored mirror is unreadable, a full sync will rebuild it: %s", err)
+            return Mirror(), SyncState()
+        return mirror, state
+
+    async def async_save(
+        self, state: SyncState, last_result: dict[str, Any], mirror: Mirror | None
+    ) -> None:
+        """Persist a committed sync: the mirror only when it changed (``mirror`` not None)."""
+        if mirror is not None:
+            await self._library.async_save(encode_mirror(mirror))
+            self.library_writes += 1
+        self.last_result = last_result
+        await self._status.async_save({**encode_state(state), "last_result": last_result})
+
+    async def async_remove(self) -> None:
+        """Delete both files (the config entry is being removed)."""
+        await self._status.async_remove()
+        await self._library.async_remove()

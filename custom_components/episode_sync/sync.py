@@ -1,0 +1,587 @@
+"""The sync engine: keeps a mirror of a server's TV libraries up to date cheaply.
+
+No Home Assistant imports: the engine is driven by the coordinator in
+production and can be driven by anything else (a benchmark, a fake backend).
+It owns every decision (full or incremental, what changed, what to re-fetch)
+and every diff; backends (``api/plex.py``, ``api/jellyfin.py``) only fetch.
+
+Per sync (SPEC §3):
+
+1. Cheap change check. Backends with library markers (Plex) list the
+   libraries once and the engine skips every library whose marker is the one
+   it stored. Backends without (Jellyfin) look at every selected library.
+2. For each library to look at: list its shows (with episode and watched
+   counts) and fetch the episodes changed since the server-clock cursor
+   (one delta query per library on Plex, one per server on Jellyfin).
+3. Targeted repair: a show whose counts still disagree with the mirror once
+   the delta is applied has its episodes re-fetched and diffed by id.
+4. Commit: the result is a new ``Mirror`` object; the caller persists it.
+   Nothing is mutated in place, so a sync that raises commits nothing.
+
+A full sync (paged library-wide listings, never per-season walks) runs when
+there is no mirror, when forced, when the last one is older than
+``full_sync_interval``, when the server's identity changed, and in the same
+run when an incremental sync hits a protocol error or ends inconsistent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+import time
+from typing import Protocol
+
+from .api.errors import MediaServerProtocolError
+from .api.models import Episode, Library, ServerInfo, Show
+
+#: The cursor is moved back by this much before each delta query: Plex's
+#: ``>>=`` is strict with one-second resolution and Jellyfin leaves a new row's
+#: DateLastSaved unset until its first refresh (docs: plex §4, jellyfin §4.8).
+CURSOR_OVERLAP = 300
+
+#: Markers can miss watch-state changes (Plex does not bump contentChangedAt
+#: for them), so each library's shows are re-listed at least this often.
+SHOWS_CHECK_INTERVAL = 3600.0
+
+
+class Backend(Protocol):
+    """What the engine needs from a media-server client."""
+
+    #: True when ``libraries()`` returns usable per-library change markers.
+    has_library_markers: bool
+    #: False when the server's "added" date is not the time the episode
+    #: arrived (Jellyfin's DateCreated is the file's birth time).
+    trusts_added_at: bool
+
+    @property
+    def request_count(self) -> int:
+        """HTTP requests made since the last ``reset_stats``."""
+
+    @property
+    def server_clock(self) -> int | None:
+        """Server time (epoch s) from the first response's ``Date`` since ``reset_stats``."""
+
+    def reset_stats(self) -> None:
+        """Start counting requests (and reading the server clock) afresh."""
+
+    async def server_info(self) -> ServerInfo:
+        """Return the server's identity."""
+
+    async def libraries(self) -> list[Library]:
+        """Return every TV library on the server, with markers where it has them."""
+
+    async def shows(self, library_id: str) -> list[Show]:
+        """Return every show of a library (paged)."""
+
+    async def episodes(self, library_id: str) -> list[Episode]:
+        """Return every episode of a library (paged, library-wide)."""
+
+    async def show_episodes(self, library_id: str, show_id: str) -> list[Episode]:
+        """Return every episode of one show."""
+
+    async def changed_episodes(self, library_ids: Sequence[str], since: int) -> list[Episode]:
+        """Return episodes of these libraries saved or updated at or after server time ``since``.
+
+        Episodes may come back with an empty ``library_id`` when the server
+        cannot tell (Jellyfin's server-wide delta); the engine places them by
+        show.
+        """
+
+
+class SyncMode(StrEnum):
+    """How a sync ran."""
+
+    FULL = "full"
+    INCREMENTAL = "incremental"
+
+
+class FullSyncReason(StrEnum):
+    """Why a sync ran as a full one."""
+
+    NO_MIRROR = "no_mirror"
+    FORCED = "forced"
+    SCHEDULED = "scheduled"
+    LIBRARIES_CHANGED = "libraries_changed"
+    SERVER_CHANGED = "server_changed"
+    PROTOCOL_ERROR = "protocol_error"
+    INCONSISTENT = "inconsistent"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ShowMirror:
+    """A show as last listed by the server, with its mirrored episodes.
+
+    Episodes are grouped by show so that a sync touching one show copies one
+    small dict, never the whole library: at 100,000 episodes a whole-library
+    copy or recount per sync would block Home Assistant's event loop.
+    """
+
+    show: Show
+    episodes: Mapping[str, Episode]
+    watched: int
+
+    @classmethod
+    def build(cls, show: Show, episodes: Mapping[str, Episode]) -> ShowMirror:
+        """Create a show entry, counting its watched episodes once."""
+        return cls(show=show, episodes=episodes, watched=sum(e.watched for e in episodes.values()))
+
+    @property
+    def agrees(self) -> bool:
+        """Whether the mirrored episodes match the counts the server listed."""
+        return (
+            len(self.episodes) == self.show.episode_count
+            and self.watched == self.show.watched_count
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LibraryMirror:
+    """One mirrored TV library."""
+
+    id: str
+    title: str
+    shows: Mapping[str, ShowMirror]
+
+    @property
+    def episode_count(self) -> int:
+        """Episodes mirrored in this library."""
+        return sum(len(s.episodes) for s in self.shows.values())
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Mirror:
+    """The whole mirror of one server. Immutable: a sync returns a new one."""
+
+    server_id: str | None = None
+    libraries: Mapping[str, LibraryMirror] = field(default_factory=dict)
+
+    @property
+    def is_empty(self) -> bool:
+        """True before the first successful sync."""
+        return self.server_id is None
+
+    @property
+    def show_count(self) -> int:
+        """Shows in the mirror."""
+        return sum(len(lib.shows) for lib in self.libraries.values())
+
+    @property
+    def episode_count(self) -> int:
+        """Episodes in the mirror."""
+        return sum(lib.episode_count for lib in self.libraries.values())
+
+    def episodes(self) -> Iterable[tuple[LibraryMirror, ShowMirror, Episode]]:
+        """Every mirrored episode with its library and show."""
+        for library in self.libraries.values():
+            for show in library.shows.values():
+                for episode in show.episodes.values():
+                    yield library, show, episode
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SyncState:
+    """The engine's small bookkeeping, persisted in the status store.
+
+    ``cursor`` is on the *server's* clock (epoch s); ``last_*`` and
+    ``shows_checked`` are on the local clock, as they only pace our own work.
+    ``markers`` are the library markers committed by the last successful sync.
+    """
+
+    last_full_sync: float | None = None
+    last_incremental_sync: float | None = None
+    cursor: int | None = None
+    markers: Mapping[str, str] = field(default_factory=dict)
+    shows_checked: Mapping[str, float] = field(default_factory=dict)
+    #: The libraries the user had selected at the last full sync.
+    selection: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SyncResult:
+    """What one sync did; the caller persists ``mirror``/``state`` and fires events."""
+
+    mode: SyncMode
+    reason: FullSyncReason | None
+    started_at: float
+    duration: float
+    api_calls: int
+    #: Episodes new to the mirror (re-keyed episodes are not new).
+    added: tuple[Episode, ...]
+    removed: tuple[Episode, ...]
+    updated: int
+    rekeyed: int
+    mirror: Mirror
+    state: SyncState
+    #: Whether ``mirror`` differs from the mirror the sync started from.
+    mirror_changed: bool
+    #: True for the very first sync of a mirror: nothing in it is "new".
+    first_sync: bool
+
+
+class InconsistentSyncError(Exception):
+    """Counts still disagree with the server after a targeted repair."""
+
+
+class _Builder:
+    """Builds a new mirror's shows from an old one, recording what changed.
+
+    Every episode dict handed to ``show`` was built by this sync, so its
+    ``added_at`` values can be settled in place before the (immutable)
+    ``ShowMirror`` is created around it. Rules (SPEC §4, §5):
+
+    - a re-keyed episode (same season and number of the same show under a new
+      id) is an update: it keeps the ``added_at`` of the episode it replaces
+      and is not reported as added;
+    - when the server's "added" date cannot be trusted (Jellyfin's
+      DateCreated is the file's birth time), a known episode keeps the
+      ``added_at`` the mirror gave it, and an episode new to an existing
+      mirror gets the time the mirror first saw it.
+    """
+
+    def __init__(self, *, first_sync: bool, trusts_added_at: bool, seen_at: int) -> None:
+        self.first_sync = first_sync
+        self.trusts_added_at = trusts_added_at
+        self.seen_at = seen_at
+        self.added: list[Episode] = []
+        self.removed: list[Episode] = []
+        self.updated = 0
+        self.rekeyed = 0
+        #: Anything but episodes changed: shows, titles, counts, libraries.
+        self.structure_changed = False
+
+    def show(self, old: ShowMirror | None, show: Show, episodes: dict[str, Episode]) -> ShowMirror:
+        """Settle one show's freshly fetched episodes against its old entry."""
+        before: Mapping[str, Episode] = old.episodes if old is not None else {}
+        if old is None or old.show != show:
+            self.structure_changed = True
+        gone = {eid: e for eid, e in before.items() if eid not in episodes}
+        slots = {(e.season, e.number): e for e in gone.values() if e.number is not None}
+        for episode_id, fetched in list(episodes.items()):
+            previous = before.get(episode_id)
+            if previous is not None:
+                if not self.trusts_added_at:
+                    episodes[episode_id] = replace(fetched, added_at=previous.added_at)
+                if previous != episodes[episode_id]:
+                    self.updated += 1
+                continue
+            predecessor = slots.pop((fetched.season, fetched.number), None)
+            if predecessor is not None:
+                episodes[episode_id] = replace(fetched, added_at=predecessor.added_at)
+                del gone[predecessor.id]
+                self.rekeyed += 1
+                self.updated += 1
+                continue
+            if not self.first_sync and not self.trusts_added_at:
+                episodes[episode_id] = replace(fetched, added_at=self.seen_at)
+            self.added.append(episodes[episode_id])
+        self.removed.extend(gone.values())
+        return ShowMirror.build(show, episodes)
+
+    def drop(self, old: ShowMirror) -> None:
+        """Record a show that is gone from the server."""
+        self.structure_changed = True
+        self.removed.extend(old.episodes.values())
+
+    @property
+    def changed(self) -> bool:
+        """Whether the new mirror differs from the old one."""
+        return bool(self.added or self.removed or self.updated or self.structure_changed)
+
+
+class SyncEngine:
+    """Plans and runs syncs of one server's selected TV libraries."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        server_id: str,
+        library_ids: Collection[str],
+        max_concurrency: int = 5,
+        full_sync_interval: float = 7 * 86_400,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """Bind the engine to a backend and the user's choices."""
+        self._backend = backend
+        self._server_id = server_id
+        self._library_ids = frozenset(library_ids)
+        self._max_concurrency = max(1, max_concurrency)
+        self._full_sync_interval = full_sync_interval
+        self._clock = clock
+
+    async def sync(
+        self, mirror: Mirror, state: SyncState, *, force_full: bool = False
+    ) -> SyncResult:
+        """Bring the mirror up to date; raise the backend's errors when it cannot.
+
+        Auth and connection errors propagate unchanged: nothing is committed
+        and the caller retries later. A protocol error or an inconsistent
+        result during an incremental sync is answered by a full sync in the
+        same run.
+        """
+        started = self._clock()
+        self._backend.reset_stats()
+        reason = self._full_sync_reason(mirror, state, force_full=force_full, now=started)
+        if reason is None:
+            try:
+                return await self._incremental(mirror, state, started)
+            except MediaServerProtocolError:
+                reason = FullSyncReason.PROTOCOL_ERROR
+            except InconsistentSyncError:
+                reason = FullSyncReason.INCONSISTENT
+        return await self._full(mirror, state, started, reason)
+
+    def _full_sync_reason(
+        self, mirror: Mirror, state: SyncState, *, force_full: bool, now: float
+    ) -> FullSyncReason | None:
+        if mirror.is_empty or state.cursor is None:
+            return FullSyncReason.NO_MIRROR
+        if mirror.server_id != self._server_id:
+            return FullSyncReason.SERVER_CHANGED
+        if force_full:
+            return FullSyncReason.FORCED
+        if state.last_full_sync is None or now - state.last_full_sync >= self._full_sync_interval:
+            return FullSyncReason.SCHEDULED
+        if not self._library_ids <= state.selection:
+            return FullSyncReason.LIBRARIES_CHANGED
+        return None
+
+    def _builder(self, mirror: Mirror) -> _Builder:
+        return _Builder(
+            first_sync=mirror.is_empty,
+            trusts_added_at=self._backend.trusts_added_at,
+            seen_at=self._backend.server_clock or int(self._clock()),
+        )
+
+    # -- full sync ------------------------------------------------------------------
+
+    async def _full(
+        self, mirror: Mirror, state: SyncState, started: float, reason: FullSyncReason
+    ) -> SyncResult:
+        backend = self._backend
+        libraries = [lib for lib in await backend.libraries() if lib.id in self._library_ids]
+
+        async def fetch(library: Library) -> tuple[Library, list[Show], list[Episode]]:
+            shows = await backend.shows(library.id)
+            return library, shows, await backend.episodes(library.id)
+
+        listings = await self._gather(fetch(library) for library in libraries)
+        builder = self._builder(mirror)
+        new_libraries: dict[str, LibraryMirror] = {}
+        for library, shows, episodes in listings:
+            by_show: dict[str, dict[str, Episode]] = {show.id: {} for show in shows}
+            for episode in episodes:
+                if episode.show_id in by_show:
+                    by_show[episode.show_id][episode.id] = _placed(episode, library.id)
+            old = mirror.libraries.get(library.id)
+            old_shows: Mapping[str, ShowMirror] = old.shows if old is not None else {}
+            new_shows: dict[str, ShowMirror] = {}
+            for count, show in enumerate(shows):
+                new_shows[show.id] = builder.show(old_shows.get(show.id), show, by_show[show.id])
+                if count % 100 == 99:
+                    await asyncio.sleep(0)  # a big library is built in steps, not in one block
+            for show_id in old_shows.keys() - new_shows.keys():
+                builder.drop(old_shows[show_id])
+            if old is None or old.title != library.title:
+                builder.structure_changed = True
+            new_libraries[library.id] = LibraryMirror(
+                id=library.id, title=library.title, shows=new_shows
+            )
+        for library_id in mirror.libraries.keys() - new_libraries.keys():
+            builder.structure_changed = True
+            for old_show in mirror.libraries[library_id].shows.values():
+                builder.drop(old_show)
+        now = self._clock()
+        new_state = replace(
+            state,
+            last_full_sync=now,
+            last_incremental_sync=now,
+            cursor=self._next_cursor(state),
+            markers={lib.id: lib.marker for lib in libraries if lib.marker and not lib.refreshing},
+            shows_checked=dict.fromkeys(new_libraries, started),
+            selection=self._library_ids,
+        )
+        return self._result(
+            SyncMode.FULL, reason, started, mirror, new_libraries, new_state, builder
+        )
+
+    # -- incremental sync -------------------------------------------------------------
+
+    async def _incremental(self, mirror: Mirror, state: SyncState, started: float) -> SyncResult:
+        backend = self._backend
+        assert state.cursor is not None
+        builder = self._builder(mirror)
+        libraries = {lid: lib for lid, lib in mirror.libraries.items() if lid in self._library_ids}
+        if libraries.keys() != mirror.libraries.keys():
+            builder.structure_changed = True  # the user unselected a library
+        markers = dict(state.markers)
+        shows_checked = dict(state.shows_checked)
+        to_check: list[str] = list(libraries)
+
+        if backend.has_library_markers:
+            # Step 1 (SPEC §3): one listing of the libraries and their markers;
+            # an unchanged library costs nothing more.
+            on_server = {lib.id: lib for lib in await backend.libraries()}
+            if any(lid in on_server and lid not in libraries for lid in self._library_ids):
+                # A selected library (re)appeared: it needs a full listing.
+                raise InconsistentSyncError("a selected library is not mirrored yet")
+            listed = {lid: lib for lid, lib in on_server.items() if lid in libraries}
+            to_check = []
+            for library_id in libraries.keys() - listed.keys():
+                # The library is gone from the server: so are its episodes.
+                for show in libraries.pop(library_id).shows.values():
+                    builder.drop(show)
+                markers.pop(library_id, None)
+            for library in listed.values():
+                due = started - shows_checked.get(library.id, 0.0) >= SHOWS_CHECK_INTERVAL
+                if library.refreshing or library.marker != markers.get(library.id) or due:
+                    to_check.append(library.id)
+                    # A scan in progress may still change things: look again next time.
+                    if library.marker and not library.refreshing:
+                        markers[library.id] = library.marker
+                    else:
+                        markers.pop(library.id, None)
+                if library.title != libraries[library.id].title:
+                    libraries[library.id] = replace(libraries[library.id], title=library.title)
+                    builder.structure_changed = True
+
+        if to_check:
+            # Steps 2 and 3: show listings and the delta, then targeted repair.
+            listings = await self._gather(backend.shows(lid) for lid in to_check)
+            delta = await backend.changed_episodes(to_check, state.cursor - CURSOR_OVERLAP)
+            for library_id, shows in zip(to_check, listings, strict=True):
+                libraries[library_id] = await self._apply_delta(
+                    builder, libraries[library_id], shows, delta
+                )
+                shows_checked[library_id] = started
+        new_state = replace(
+            state,
+            last_incremental_sync=self._clock(),
+            cursor=self._next_cursor(state),
+            markers=markers,
+            shows_checked=shows_checked,
+        )
+        return self._result(
+            SyncMode.INCREMENTAL, None, started, mirror, libraries, new_state, builder
+        )
+
+    async def _apply_delta(
+        self, builder: _Builder, library: LibraryMirror, shows: list[Show], delta: list[Episode]
+    ) -> LibraryMirror:
+        """Apply a library's show listing and the delta, then repair the shows that disagree."""
+        listed = {show.id: show for show in shows}
+        fresh: dict[str, dict[str, Episode]] = {}
+        for episode in delta:
+            if episode.show_id in listed:
+                if episode.show_id not in fresh:
+                    old = library.shows.get(episode.show_id)
+                    fresh[episode.show_id] = dict(old.episodes) if old is not None else {}
+                fresh[episode.show_id][episode.id] = _placed(episode, library.id)
+
+        # A show whose counts disagree with the mirror once the delta is in
+        # (an episode removed, a watched flag toggled) has its episodes re-fetched.
+        suspects = [
+            show
+            for show in shows
+            if not _agrees(show, fresh.get(show.id), library.shows.get(show.id))
+        ]
+        repairs = await self._gather(
+            self._backend.show_episodes(library.id, show.id) for show in suspects
+        )
+        for show, episodes in zip(suspects, repairs, strict=True):
+            fresh[show.id] = {
+                e.id: _placed(e, library.id) for e in episodes if e.show_id == show.id
+            }
+
+        new_shows: dict[str, ShowMirror] = {}
+        for show in shows:
+            old = library.shows.get(show.id)
+            if show.id in fresh:
+                new_shows[show.id] = entry = builder.show(old, show, fresh[show.id])
+                if not entry.agrees:
+                    raise InconsistentSyncError(f"show {show.id} disagrees with its listing")
+            elif old is None:
+                new_shows[show.id] = builder.show(None, show, {})
+            elif old.show != show:
+                builder.structure_changed = True
+                new_shows[show.id] = replace(old, show=show)
+            else:
+                new_shows[show.id] = old
+        for show_id in library.shows.keys() - listed.keys():
+            builder.drop(library.shows[show_id])
+        return replace(library, shows=new_shows)
+
+    # -- commit -------------------------------------------------------------------------
+
+    def _result(
+        self,
+        mode: SyncMode,
+        reason: FullSyncReason | None,
+        started: float,
+        old: Mirror,
+        libraries: dict[str, LibraryMirror],
+        state: SyncState,
+        builder: _Builder,
+    ) -> SyncResult:
+        changed = builder.changed or old.server_id != self._server_id
+        return SyncResult(
+            mode=mode,
+            reason=reason,
+            started_at=started,
+            duration=self._clock() - started,
+            api_calls=self._backend.request_count,
+            added=tuple(builder.added),
+            removed=tuple(builder.removed),
+            updated=builder.updated,
+            rekeyed=builder.rekeyed,
+            mirror=Mirror(server_id=self._server_id, libraries=libraries) if changed else old,
+            state=state,
+            mirror_changed=changed,
+            first_sync=old.is_empty,
+        )
+
+    def _next_cursor(self, state: SyncState) -> int:
+        """Return the server time from which the next delta must look.
+
+        Read from the server's ``Date`` header at the start of this sync
+        (RFC 9110 §6.6.1: an origin server with a clock sends it), so anything
+        saved after the sync began is at or after it. Never Home Assistant's
+        clock when the server gave one (docs: plex §5, jellyfin §4.8).
+        """
+        clock = self._backend.server_clock
+        if clock is not None:
+            return clock
+        return state.cursor if state.cursor is not None else int(self._clock())
+
+    async def _gather[T](self, jobs: Iterable[Awaitable[T]]) -> list[T]:
+        """Run jobs with at most ``max_concurrency`` at once; fail fast on the first error."""
+        semaphore = asyncio.Semaphore(self._max_concurrency)
+
+        async def run(job: Awaitable[T]) -> T:
+            async with semaphore:
+                return await job
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(run(job)) for job in jobs]
+        except BaseExceptionGroup as group_error:
+            raise group_error.exceptions[0] from None
+        return [task.result() for task in tasks]
+
+
+def _agrees(show: Show, fresh: Mapping[str, Episode] | None, old: ShowMirror | None) -> bool:
+    """Whether a show's listed counts match its episodes once the delta is applied."""
+    if fresh is not None:
+        counts = (len(fresh), sum(e.watched for e in fresh.values()))
+    elif old is not None:
+        counts = (len(old.episodes), old.watched)
+    else:
+        counts = (0, 0)
+    return counts == (show.episode_count, show.watched_count)
+
+
+def _placed(episode: Episode, library_id: str) -> Episode:
+    """Return the episode placed in ``library_id`` (a server-wide delta may not say)."""
+    return episode if episode.library_id == library_id else replace(episode, library_id=library_id)

@@ -1,0 +1,202 @@
+"""What both simulators share: request log, latency, fault injection, Date header.
+
+Every request passes through ``SimServer.middleware`` in this order: record it
+in the log, wait the configured latency, apply the first matching fault, then
+run the real handler and stamp the server clock's ``Date`` header on the reply
+(the Jellyfin client takes its delta cursor from that header, so the header
+must follow the simulated clock, not the host's).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+import email.utils
+import json
+from typing import Any, Literal
+
+from aiohttp import web
+
+from .library import SimClock
+
+type Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+FaultKind = Literal["status", "reset", "timeout", "malformed", "truncated", "mutate"]
+
+
+@dataclass(frozen=True, slots=True)
+class LoggedRequest:
+    """One request as the server saw it."""
+
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+
+
+@dataclass(kw_only=True)
+class Fault:
+    """A fault to inject on matching requests.
+
+    ``path`` matches when it is a substring of the request path (``None``
+    matches every request). The first ``skip`` matching requests pass, then the
+    fault fires ``times`` times (``-1``: forever). Kinds:
+
+    - ``status``: answer ``status`` with ``body``/``headers`` (e.g. Retry-After);
+    - ``reset``: drop the TCP connection without an answer;
+    - ``timeout``: hold the request for ``delay`` seconds before answering;
+    - ``malformed``: 200 with a body that is not JSON;
+    - ``truncated``: 200 announcing the full length, then half the body and a close;
+    - ``mutate``: 200 with the real JSON passed through ``mutate`` first.
+    """
+
+    kind: FaultKind
+    path: str | None = None
+    status: int = 500
+    body: str = ""
+    content_type: str = "text/plain"
+    headers: dict[str, str] = field(default_factory=dict)
+    skip: int = 0
+    times: int = 1
+    delay: float = 3600.0
+    mutate: Callable[[Any], Any] | None = None
+    fired: int = 0
+
+    def matches(self, request: web.Request) -> bool:
+        """Whether this fault applies to the request (and counts it)."""
+        if self.path is not None and self.path not in request.path:
+            return False
+        if self.times != -1 and self.fired >= self.times + self.skip:
+            return False
+        self.fired += 1
+        return self.fired > self.skip
+
+
+class SimServer:
+    """Base of both simulators: an aiohttp app on 127.0.0.1 with instrumentation."""
+
+    def __init__(self, *, clock: SimClock | None = None, latency: float = 0.0) -> None:
+        """Create the app; subclasses add their routes in ``setup_routes``."""
+        self.clock = clock or SimClock()
+        self.latency = latency
+        self.requests: list[LoggedRequest] = []
+        self.faults: list[Fault] = []
+        self.bytes_sent = 0
+        self.app = web.Application(middlewares=[self._middleware])
+        self.setup_routes(self.app)
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+
+    def setup_routes(self, app: web.Application) -> None:
+        """Add the server's routes (overridden by each simulator)."""
+        raise NotImplementedError
+
+    # -- lifecycle ----------------------------------------------------------
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        """Serve on ``host:port`` (0 picks a free port); return the base URL."""
+        self._runner = web.AppRunner(self.app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port)
+        await site.start()
+        sockets = site._server.sockets  # type: ignore[union-attr]
+        bound_port = sockets[0].getsockname()[1]
+        self.url = f"http://{host}:{bound_port}"
+        return self.url
+
+    async def close(self) -> None:
+        """Stop serving."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    # -- instrumentation ------------------------------------------------------
+
+    def count(self, path: str | None = None, *, method: str | None = None) -> int:
+        """Requests logged so far, optionally only those whose path contains ``path``."""
+        return sum(
+            1
+            for r in self.requests
+            if (path is None or path in r.path) and (method is None or r.method == method)
+        )
+
+    def clear_log(self) -> None:
+        """Forget the logged requests (and the byte counter)."""
+        self.requests.clear()
+        self.bytes_sent = 0
+
+    def add_fault(self, fault: Fault) -> Fault:
+        """Inject a fault; it stays until it has fired ``times`` times."""
+        self.faults.append(fault)
+        return fault
+
+    def clear_faults(self) -> None:
+        """Remove every injected fault."""
+        self.faults.clear()
+
+    def http_date(self) -> str:
+        """The server clock as an RFC 7231 ``Date`` value."""
+        return email.utils.formatdate(self.clock.now(), usegmt=True)
+
+    # -- the middleware -------------------------------------------------------
+
+    @web.middleware
+    async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        self.requests.append(
+            LoggedRequest(
+                method=request.method,
+                path=request.path,
+                query=dict(request.query),
+                headers=dict(request.headers),
+            )
+        )
+        if self.latency:
+            await asyncio.sleep(self.latency)
+        fault = next((f for f in self.faults if f.matches(request)), None)
+        if fault is not None and fault.kind not in ("mutate", "truncated"):
+            return await self._apply_fault(fault, request)
+        response = await handler(request)
+        if fault is not None and fault.kind == "truncated" and isinstance(response, web.Response):
+            return await self._truncate(request, bytes(response.body))  # type: ignore[arg-type]
+        if fault is not None and fault.mutate is not None and isinstance(response, web.Response):
+            payload = fault.mutate(json.loads(response.body))  # type: ignore[arg-type]
+            response = web.json_response(payload, status=response.status)
+        response.headers["Date"] = self.http_date()
+        if isinstance(response, web.Response) and response.body is not None:
+            self.bytes_sent += len(response.body)  # type: ignore[arg-type]
+        return response
+
+    async def _apply_fault(self, fault: Fault, request: web.Request) -> web.StreamResponse:
+        if fault.kind == "status":
+            return web.Response(
+                status=fault.status,
+                text=fault.body,
+                content_type=fault.content_type,
+                headers={"Date": self.http_date(), **fault.headers},
+            )
+        if fault.kind == "reset":
+            assert request.transport is not None
+            request.transport.abort()
+            # The handler must still return something; nobody will read it.
+            return web.Response(status=500)
+        if fault.kind == "timeout":
+            await asyncio.sleep(fault.delay)
+            return web.Response(status=504)
+        if fault.kind == "malformed":
+            return web.Response(
+                status=200,
+                text='{"MediaContainer": {"size": 3, "Metad',
+                content_type="application/json",
+            )
+        raise AssertionError(fault.kind)
+
+    async def _truncate(self, request: web.Request, body: bytes) -> web.StreamResponse:
+        """Announce the full length of the real answer, send half of it, then close."""
+        response = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
+        response.content_length = len(body)
+        await response.prepare(request)
+        await response.write(body[: len(body) // 2])
+        assert request.transport is not None
+        request.transport.close()
+        return response
