@@ -1,0 +1,389 @@
+"""The sync engine on its own, against an in-memory backend.
+
+The engine has no Home Assistant imports, so its decisions (when to go full,
+what a re-key is, which ``added_at`` an episode gets, when counts are
+inconsistent) are tested here directly; the HTTP path is covered by the tests
+that drive Home Assistant against the simulators.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+import pytest
+
+from custom_components.episode_sync.api.errors import (
+    MediaServerConnectionError,
+    MediaServerProtocolError,
+)
+from custom_components.episode_sync.api.models import (
+    Episode,
+    Library,
+    ServerInfo,
+    ServerKind,
+    Show,
+)
+from custom_components.episode_sync.sync import (
+    CURSOR_OVERLAP,
+    SHOWS_CHECK_INTERVAL,
+    FullSyncReason,
+    Mirror,
+    SyncEngine,
+    SyncMode,
+    SyncResult,
+    SyncState,
+)
+
+
+@dataclass
+class FakeBackend:
+    """A server held in dicts; counts calls like a client counts requests."""
+
+    has_library_markers: bool = True
+    trusts_added_at: bool = True
+    clock: int = 1_000_000
+    libraries_list: list[Library] = field(
+        default_factory=lambda: [Library(id="1", title="TV", marker="m1")]
+    )
+    shows_by_library: dict[str, list[Show]] = field(default_factory=dict)
+    episodes_by_show: dict[str, list[Episode]] = field(default_factory=dict)
+    calls: list[str] = field(default_factory=list)
+    fail_on: str | None = None
+    since_seen: list[int] = field(default_factory=list)
+    #: Episodes the delta returns (None: every episode updated since the cursor).
+    delta: list[Episode] | None = None
+
+    @property
+    def request_count(self) -> int:
+        return len(self.calls)
+
+    @property
+    def server_clock(self) -> int | None:
+        return self.clock
+
+    def reset_stats(self) -> None:
+        self.calls.clear()
+
+    def _call(self, name: str) -> None:
+        self.calls.append(name)
+        if self.fail_on == name:
+            self.fail_on = None
+            raise MediaServerProtocolError(f"bad {name}")
+
+    async def server_info(self) -> ServerInfo:
+        self._call("server_info")
+        return ServerInfo(kind=ServerKind.PLEX, server_id="srv", name="Srv", version="1")
+
+    async def libraries(self) -> list[Library]:
+        self._call("libraries")
+        return list(self.libraries_list)
+
+    async def shows(self, library_id: str) -> list[Show]:
+        self._call("shows")
+        return [self._counted(s) for s in self.shows_by_library.get(library_id, [])]
+
+    async def episodes(self, library_id: str) -> list[Episode]:
+        self._call("episodes")
+        return [
+            e
+            for s in self.shows_by_library.get(library_id, [])
+            for e in self.episodes_by_show.get(s.id, [])
+        ]
+
+    async def show_episodes(self, library_id: str, show_id: str) -> list[Episode]:
+        self._call("show_episodes")
+        return list(self.episodes_by_show.get(show_id, []))
+
+    async def changed_episodes(self, library_ids: Sequence[str], since: int) -> list[Episode]:
+        self._call("delta")
+        self.since_seen.append(since)
+        if self.delta is not None:
+            return self.delta
+        return [
+            e
+            for lid in library_ids
+            for s in self.shows_by_library.get(lid, [])
+            for e in self.episodes_by_show.get(s.id, [])
+            if (e.updated_at or 0) >= since
+        ]
+
+    def _counted(self, show: Show) -> Show:
+        episodes = self.episodes_by_show.get(show.id, [])
+        return replace(
+            show, episode_count=len(episodes), watched_count=sum(e.watched for e in episodes)
+        )
+
+    # -- mutations -------------------------------------------------------------
+
+    def add(self, show_id: str, episode_id: str, season: int, number: int, **kw: object) -> Episode:
+        episode = Episode(
+            id=episode_id,
+            show_id=show_id,
+            library_id="1",
+            season=season,
+            number=number,
+            title=str(kw.get("title", f"E{number}")),
+            air_date=None,
+            added_at=int(kw.get("added_at", self.clock)),  # type: ignore[call-overload]
+            watched=bool(kw.get("watched", False)),
+            updated_at=self.clock,
+        )
+        self.episodes_by_show.setdefault(show_id, []).append(episode)
+        return episode
+
+    def remove(self, episode_id: str) -> None:
+        for episodes in self.episodes_by_show.values():
+            episodes[:] = [e for e in episodes if e.id != episode_id]
+
+    def bump(self) -> None:
+        """Content changed: move the library marker and the clock."""
+        self.clock += 60
+        self.libraries_list = [replace(lib, marker=f"{lib.marker}+") for lib in self.libraries_list]
+
+
+def make_backend(**kw: object) -> FakeBackend:
+    backend = FakeBackend(**kw)  # type: ignore[arg-type]
+    backend.shows_by_library["1"] = [
+        Show(id=f"s{i}", library_id="1", title=f"Show {i}", episode_count=0, watched_count=0)
+        for i in range(3)
+    ]
+    for i in range(3):
+        for n in range(1, 5):
+            backend.add(f"s{i}", f"e{i}-{n}", 1, n, added_at=500_000 + n)
+    return backend
+
+
+class Harness:
+    """Runs syncs like the coordinator does: keeps the committed mirror and state."""
+
+    def __init__(self, backend: FakeBackend, **kw: object) -> None:
+        self.backend = backend
+        self.now = 10_000.0
+        self.engine = SyncEngine(
+            backend,
+            server_id="srv",
+            library_ids=kw.pop("library_ids", ["1"]),  # type: ignore[arg-type]
+            clock=lambda: self.now,
+            **kw,  # type: ignore[arg-type]
+        )
+        self.mirror = Mirror()
+        self.state = SyncState()
+
+    async def sync(self, *, force_full: bool = False, advance: float = 600) -> SyncResult:
+        self.now += advance
+        result = await self.engine.sync(self.mirror, self.state, force_full=force_full)
+        self.mirror, self.state = result.mirror, result.state
+        return result
+
+    def ids(self) -> set[str]:
+        return {e.id for _, _, e in self.mirror.episodes()}
+
+
+async def test_first_sync_is_full_and_not_new() -> None:
+    harness = Harness(make_backend())
+    result = await harness.sync()
+    assert result.mode is SyncMode.FULL
+    assert result.reason is FullSyncReason.NO_MIRROR
+    assert result.first_sync
+    assert result.mirror_changed
+    assert len(harness.ids()) == 12
+    assert harness.backend.calls == ["libraries", "shows", "episodes"]
+    assert harness.state.cursor == harness.backend.clock
+
+
+async def test_unchanged_is_one_call_and_no_change() -> None:
+    harness = Harness(make_backend())
+    await harness.sync()
+    before = harness.mirror
+    result = await harness.sync()
+    assert result.mode is SyncMode.INCREMENTAL
+    assert harness.backend.calls == ["libraries"]
+    assert not result.mirror_changed
+    assert harness.mirror is before
+
+
+async def test_added_episode_three_calls_and_delta_cursor() -> None:
+    backend = make_backend()
+    harness = Harness(backend)
+    await harness.sync()
+    cursor = harness.state.cursor
+    backend.bump()
+    new = backend.add("s1", "new", 2, 1)
+    result = await harness.sync()
+    assert backend.calls == ["libraries", "shows", "delta"]
+    assert backend.since_seen == [cursor - CURSOR_OVERLAP]  # type: ignore[operator]
+    assert [e.id for e in result.added] == ["new"]
+    assert result.added[0].added_at == new.added_at
+    assert "new" in harness.ids()
+
+
+async def test_removed_episode_repairs_only_that_show() -> None:
+    backend = make_backend()
+    harness = Harness(backend)
+    await harness.sync()
+    backend.bump()
+    backend.remove("e2-3")
+    result = await harness.sync()
+    assert backend.calls == ["libraries", "shows", "delta", "show_episodes"]
+    assert [e.id for e in result.removed] == ["e2-3"]
+    assert "e2-3" not in harness.ids()
+
+
+async def test_removed_show_and_library() -> None:
+    backend = make_backend()
+    harness = Harness(backend)
+    await harness.sync()
+    backend.bump()
+    backend.shows_by_library["1"] = backend.shows_by_library["1"][1:]
+    result = await harness.sync()
+    assert {e.show_id for e in result.removed} == {"s0"}
+    assert harness.mirror.show_count == 2
+    backend.libraries_list = []
+    result = await harness.sync()
+    assert harness.mirror.episode_count == 0
+    assert len(result.removed) == 8
+
+
+async def test_watch_state_waits_for_hourly_show_check() -> None:
+    backend = make_backend()
+    harness = Harness(backend)
+    await harness.sync()
+    backend.clock += 3600  # watch state does not move updated_at
+    episode = backend.episodes_by_show["s0"][0]
+    backend.episodes_by_show["s0"][0] = replace(episode, watched=True)
+    await harness.sync()
+    assert backend.calls == ["libraries"]
+    await harness.sync(advance=SHOWS_CHECK_INTERVAL)
+    assert backend.calls == ["libraries", "shows", "delta", "show_episodes"]
+    assert next(e for _, _, e in harness.mirror.episodes() if e.id == episode.id).watched
+
+
+async def test_rekey_keeps_added_at_and_is_not_new() -> None:
+    backend = make_backend()
+    harness = Harness(backend)
+    await harness.sync()
+    old = backend.episodes_by_show["s1"][1]
+    backend.bump()
+    backend.remove(old.id)
+    backend.add("s1", "rekeyed", old.season or 0, old.number or 0)
+    result = await harness.sync()
+    assert result.added == ()
+    assert result.removed == ()
+    assert result.rekeyed == 1
+    stored = next(e for _, _, e in harness.mirror.episodes() if e.id == "rekeyed")
+    assert stored.added_at == old.added_at
+
+
+async def test_untrusted_added_at_uses_first_seen_time() -> None:
+    """Jellyfin rule: DateCreated on the first sync, first-seen time afterwards."""
+    backend = make_backend(has_library_markers=False, trusts_added_at=False)
+    harness = Harness(backend)
+    await harness.sync()
+    assert {e.added_at for _, _, e in harness.mirror.episodes()} == {
+        500_001,
+        500_002,
+        500_003,
+        500_004,
+    }
+    backend.clock += 3600
+    backend.add("s2", "old-file", 2, 1, added_at=12)  # a file born years ago
+    result = await harness.sync()
+    assert [e.id for e in result.added] == ["old-file"]
+    assert result.added[0].added_at == backend.clock
+    # A later full sync reports DateCreated again; the mirror keeps first-seen times.
+    result = await harness.sync(force_full=True)
+    assert result.added == ()
+    assert result.updated == 0
+    stored = next(e for _, _, e in harness.mirror.episodes() if e.id == "old-file")
+    assert stored.added_at == backend.clock
+
+
+async def test_without_markers_every_library_is_listed() -> None:
+    backend = make_backend(has_library_markers=False)
+    harness = Harness(backend)
+    await harness.sync()
+    result = await harness.sync()
+    assert backend.calls == ["shows", "delta"]
+    assert not result.mirror_changed
+
+
+@pytest.mark.parametrize("step", ["shows", "delta", "show_episodes"])
+async def test_protocol_error_falls_back_to_full(step: str) -> None:
+    backend = make_backend()
+    harness = Harness(backend)
+    await harness.sync()
+    backend.bump()
+    backend.remove("e0-1")
+    backend.fail_on = step
+    result = await harness.sync()
+    assert result.mode is SyncMode.FULL
+    assert result.reason is FullSyncReason.PROTOCOL_ERROR
+    assert "e0-1" not in harness.ids()
+
+
+async def test_inconsistent_counts_fall_back_to_full() -> None:
+    backend = make_backend()
+    harness = Harness(backend)
+    await harness.sync()
+    backend.bump()
+    # The show listing claims one more episode than the show's own listing has.
+    backend.add("s0", "ghost", 1, 9)
+    backend.delta = []
+    original = backend.show_episodes
+
+    async def missing_ghost(library_id: str, show_id: str) -> list[Episode]:
+        return [e for e in await original(library_id, show_id) if e.id != "ghost"]
+
+    backend.show_episodes = missing_ghost  # type: ignore[method-assign]
+    result = await harness.sync()
+    assert result.mode is SyncMode.FULL
+    assert result.reason is FullSyncReason.INCONSISTENT
+
+
+async def test_connection_error_commits_nothing() -> None:
+    backend = make_backend()
+    harness = Harness(backend)
+    await harness.sync()
+    mirror, state = harness.mirror, harness.state
+    backend.bump()
+    backend.remove("e0-1")
+
+    async def down(library_id: str) -> list[Show]:
+        raise MediaServerConnectionError("down")
+
+    backend.shows = down  # type: ignore[method-assign]
+    with pytest.raises(MediaServerConnectionError):
+        await harness.sync()
+    assert harness.mirror is mirror
+    assert harness.state is state
+
+
+async def test_scheduled_forced_and_selection_reasons() -> None:
+    backend = make_backend()
+    harness = Harness(backend, full_sync_interval=86_400)
+    await harness.sync()
+    assert (await harness.sync(force_full=True)).reason is FullSyncReason.FORCED
+    assert (await harness.sync(advance=86_400)).reason is FullSyncReason.SCHEDULED
+    backend.libraries_list.append(Library(id="2", title="Anime", marker="a"))
+    harness.engine = SyncEngine(
+        backend, server_id="srv", library_ids=["1", "2"], clock=lambda: harness.now
+    )
+    assert (await harness.sync()).reason is FullSyncReason.LIBRARIES_CHANGED
+    other = SyncEngine(backend, server_id="other", library_ids=["1"], clock=lambda: harness.now)
+    result = await other.sync(harness.mirror, harness.state)
+    assert result.reason is FullSyncReason.SERVER_CHANGED
+
+
+async def test_refreshing_library_is_looked_at_again() -> None:
+    backend = make_backend()
+    harness = Harness(backend)
+    await harness.sync()
+    backend.libraries_list = [replace(backend.libraries_list[0], refreshing=True)]
+    await harness.sync()
+    assert backend.calls == ["libraries", "shows", "delta"]
+    backend.libraries_list = [replace(backend.libraries_list[0], refreshing=False)]
+    await harness.sync()
+    assert backend.calls == ["libraries", "shows", "delta"]
+    await harness.sync()
+    assert backend.calls == ["libraries"]
