@@ -387,3 +387,79 @@ async def test_refreshing_library_is_looked_at_again() -> None:
     assert backend.calls == ["libraries", "shows", "delta"]
     await harness.sync()
     assert backend.calls == ["libraries"]
+
+
+def big_backend() -> FakeBackend:
+    backend = make_backend()
+    for n in range(5, 15):
+        backend.add("s0", f"e0-{n}", 2, n)
+    return backend  # 22 episodes, 14 in show s0
+
+
+async def test_mass_removal_is_held_back_until_confirmed() -> None:
+    backend = big_backend()
+    harness = Harness(backend)
+    await harness.sync()
+    backend.bump()
+    backend.shows_by_library["1"] = []  # the drive is unmounted: the library looks empty
+    result = await harness.sync()
+    assert result.held_back == {"1": 22}
+    assert result.removed == ()
+    assert harness.mirror.episode_count == 22
+    # Confirmed by the next sync: now it is applied.
+    result = await harness.sync()
+    assert result.held_back == {}
+    assert len(result.removed) == 22
+    assert harness.mirror.episode_count == 0
+
+
+async def test_mass_removal_hold_clears_when_library_returns() -> None:
+    backend = big_backend()
+    harness = Harness(backend)
+    await harness.sync()
+    shows = backend.shows_by_library["1"]
+    backend.bump()
+    backend.shows_by_library["1"] = []
+    assert (await harness.sync()).held_back == {"1": 22}
+    backend.bump()
+    backend.shows_by_library["1"] = shows
+    result = await harness.sync()
+    assert result.held_back == {}
+    assert result.removed == ()
+    assert harness.mirror.episode_count == 22
+
+
+async def test_mass_removal_applied_at_once_when_forced() -> None:
+    backend = big_backend()
+    harness = Harness(backend)
+    await harness.sync()
+    backend.bump()
+    backend.shows_by_library["1"] = []
+    result = await harness.sync(force_full=True)
+    assert result.held_back == {}
+    assert harness.mirror.episode_count == 0
+
+
+async def test_small_or_partial_removals_are_not_held() -> None:
+    backend = big_backend()
+    harness = Harness(backend)
+    await harness.sync()
+    backend.bump()
+    backend.shows_by_library["1"] = backend.shows_by_library["1"][1:]  # 14 of 22 is > half
+    assert (await harness.sync()).held_back == {"1": 14}
+    harness2 = Harness(make_backend())
+    await harness2.sync()
+    harness2.backend.bump()
+    harness2.backend.remove("e0-1")
+    harness2.backend.remove("e0-2")
+    harness2.backend.shows_by_library["1"] = harness2.backend.shows_by_library["1"][:1]
+    result = await harness2.sync()  # 10 of 12 removed: most, but not more than 10
+    assert result.held_back == {}
+    assert len(result.removed) == 10
+    harness3 = Harness(big_backend())
+    await harness3.sync()
+    harness3.backend.bump()
+    harness3.backend.shows_by_library["1"] = harness3.backend.shows_by_library["1"][:1]
+    result = await harness3.sync()  # 8 of 22 removed: applied
+    assert result.held_back == {}
+    assert len(result.removed) == 8

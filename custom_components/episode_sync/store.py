@@ -147,6 +147,7 @@ def encode_state(state: SyncState) -> dict[str, Any]:
         "markers": dict(state.markers),
         "shows_checked": dict(state.shows_checked),
         "selection": sorted(state.selection),
+        "held_back": dict(state.held_back),
     }
 
 
@@ -160,6 +161,7 @@ def decode_state(data: Mapping[str, Any]) -> SyncState:
             markers={str(k): str(v) for k, v in data.get("markers", {}).items()},
             shows_checked={str(k): float(v) for k, v in data.get("shows_checked", {}).items()},
             selection=frozenset(str(i) for i in data.get("selection", ())),
+            held_back={str(k): int(v) for k, v in data.get("held_back", {}).items()},
         )
     except (AttributeError, TypeError, ValueError) as err:
         raise ValueError(f"unexpected status layout: {err!r}") from err

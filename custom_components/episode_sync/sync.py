@@ -27,6 +27,7 @@ run when an incremental sync hits a protocol error or ends inconsistent.
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
@@ -40,6 +41,12 @@ from .api.models import Episode, Library, ServerInfo, Show
 #: ``>>=`` is strict with one-second resolution and Jellyfin leaves a new row's
 #: DateLastSaved unset until its first refresh (docs: plex §4, jellyfin §4.8).
 CURSOR_OVERLAP = 300
+
+#: A sync that would remove more than this share of a library's episodes, and
+#: more than ``MASS_REMOVAL_MIN`` of them, is held back until confirmed: an
+#: unmounted drive makes a library look empty (SPEC §5 "Safety").
+MASS_REMOVAL_SHARE = 0.5
+MASS_REMOVAL_MIN = 10
 
 #: Markers can miss watch-state changes (Plex does not bump contentChangedAt
 #: for them), so each library's shows are re-listed at least this often.
@@ -196,6 +203,8 @@ class SyncState:
     shows_checked: Mapping[str, float] = field(default_factory=dict)
     #: The libraries the user had selected at the last full sync.
     selection: frozenset[str] = frozenset()
+    #: Libraries whose mass removal was held back, with the number of episodes.
+    held_back: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -218,6 +227,11 @@ class SyncResult:
     mirror_changed: bool
     #: True for the very first sync of a mirror: nothing in it is "new".
     first_sync: bool
+
+    @property
+    def held_back(self) -> Mapping[str, int]:
+        """Libraries whose mass removal this sync held back (id -> episodes)."""
+        return self.state.held_back
 
 
 class InconsistentSyncError(Exception):
@@ -246,7 +260,8 @@ class _Builder:
         self.seen_at = seen_at
         self.added: list[Episode] = []
         self.removed: list[Episode] = []
-        self.updated = 0
+        #: Updated episodes per library id.
+        self.updated: Counter[str] = Counter()
         self.rekeyed = 0
         #: Anything but episodes changed: shows, titles, counts, libraries.
         self.structure_changed = False
@@ -264,14 +279,14 @@ class _Builder:
                 if not self.trusts_added_at:
                     episodes[episode_id] = replace(fetched, added_at=previous.added_at)
                 if previous != episodes[episode_id]:
-                    self.updated += 1
+                    self.updated[show.library_id] += 1
                 continue
             predecessor = slots.pop((fetched.season, fetched.number), None)
             if predecessor is not None:
                 episodes[episode_id] = replace(fetched, added_at=predecessor.added_at)
                 del gone[predecessor.id]
                 self.rekeyed += 1
-                self.updated += 1
+                self.updated[show.library_id] += 1
                 continue
             if not self.first_sync and not self.trusts_added_at:
                 episodes[episode_id] = replace(fetched, added_at=self.seen_at)
@@ -287,7 +302,13 @@ class _Builder:
     @property
     def changed(self) -> bool:
         """Whether the new mirror differs from the old one."""
-        return bool(self.added or self.removed or self.updated or self.structure_changed)
+        return bool(self.added or self.removed or self.updated.total() or self.structure_changed)
+
+    def discard(self, library_id: str) -> None:
+        """Forget what was recorded for one library (its changes are not applied)."""
+        self.added = [e for e in self.added if e.library_id != library_id]
+        self.removed = [e for e in self.removed if e.library_id != library_id]
+        self.updated.pop(library_id, None)
 
 
 class SyncEngine:
@@ -525,6 +546,10 @@ class SyncEngine:
         state: SyncState,
         builder: _Builder,
     ) -> SyncResult:
+        if not old.is_empty and reason is not FullSyncReason.FORCED:
+            state = self._hold_back_mass_removals(old, libraries, state, builder)
+        else:
+            state = replace(state, held_back={})
         changed = builder.changed or old.server_id != self._server_id
         return SyncResult(
             mode=mode,
@@ -534,13 +559,40 @@ class SyncEngine:
             api_calls=self._backend.request_count,
             added=tuple(builder.added),
             removed=tuple(builder.removed),
-            updated=builder.updated,
+            updated=builder.updated.total(),
             rekeyed=builder.rekeyed,
             mirror=Mirror(server_id=self._server_id, libraries=libraries) if changed else old,
             state=state,
             mirror_changed=changed,
             first_sync=old.is_empty,
         )
+
+    @staticmethod
+    def _hold_back_mass_removals(
+        old: Mirror, libraries: dict[str, LibraryMirror], state: SyncState, builder: _Builder
+    ) -> SyncState:
+        """Keep a library as it was when a sync would empty most of it (SPEC §5).
+
+        The removal is applied when the next sync sees it again (confirmed) or
+        when the user forces a full sync; a library that comes back clears
+        the hold. The library's marker is dropped so the next sync looks again.
+        """
+        removed = Counter(e.library_id for e in builder.removed)
+        held: dict[str, int] = {}
+        markers = dict(state.markers)
+        for library_id, count in removed.items():
+            before = old.libraries.get(library_id)
+            if before is None or count <= MASS_REMOVAL_MIN:
+                continue
+            if count <= before.episode_count * MASS_REMOVAL_SHARE:
+                continue
+            if library_id in state.held_back:
+                continue  # seen twice in a row: confirmed, apply it
+            held[library_id] = count
+            builder.discard(library_id)
+            markers.pop(library_id, None)
+            libraries[library_id] = before
+        return replace(state, held_back=held, markers=markers)
 
     def _next_cursor(self, state: SyncState) -> int:
         """Return the server time from which the next delta must look.
