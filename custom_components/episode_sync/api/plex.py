@@ -1,0 +1,393 @@
+"""Async client for the Plex Media Server HTTP API (JSON only).
+
+Built on the behaviour documented in the project's Plex notes (docs/plex-api.md):
+
+- ``Accept: application/json`` on every request, or the server answers XML;
+- the token in the ``X-Plex-Token`` header, never in a URL (URLs end up in logs);
+- one ``X-Plex-Client-Identifier`` per config entry;
+- 401 is decided on the status alone: its body is HTML;
+- listings are always paged with both ``X-Plex-Container-Start`` and
+  ``-Size`` (Size alone is ignored), looping on ``offset + size < totalSize``
+  because the server may return fewer items than asked;
+- date filters use ``>>=`` in the query *key* (plain ``>=`` is not a date
+  operator); ``updatedAt`` falls back to ``addedAt`` if a server rejects it;
+- optional fields are absent, not null, and ids are opaque strings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import aiohttp
+import orjson
+
+from .errors import (
+    MediaServerAuthError,
+    MediaServerConnectionError,
+    MediaServerNotFoundError,
+    MediaServerProtocolError,
+    MediaServerUnavailableError,
+    WrongServerError,
+)
+from .models import Episode, Library, ServerInfo, ServerKind, Show
+
+PRODUCT = "Episode Sync"
+VERSION = "0.1.0"
+#: Show rows are small: larger pages keep the show listing to one request.
+SHOW_PAGE_SIZE = 1000
+#: plexapi's "light" set (base.py ``_EXCLUDES``): the mirror needs none of these.
+_LIGHT = {
+    "excludeElements": "Media,Genre,Country,Guid,Collection,Director,Writer,Role,Producer,Similar",
+    "excludeFields": "summary,tagline",
+    "includeCollections": "0",
+    "skipRefresh": "1",
+}
+TYPE_SHOW = 2
+TYPE_EPISODE = 4
+
+
+def _int(value: Any, default: int | None = None) -> int | None:
+    if value is None or isinstance(value, bool):
+        return default
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return default
+
+
+def _bool(value: Any) -> bool:
+    """Lenient booleans: JSON true/false, 0/1 and "0"/"1" all occur."""
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true")
+    return bool(value)
+
+
+class PlexClient:
+    """One Plex Media Server, reached with a token."""
+
+    has_library_markers = True
+    trusts_added_at = True
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        url: str,
+        token: str,
+        *,
+        client_id: str,
+        verify_ssl: bool = True,
+        timeout: float = 30.0,
+        page_size: int = 500,
+    ) -> None:
+        """Bind to a server; the session is Home Assistant's shared one."""
+        self._session = session
+        self._url = url.rstrip("/")
+        self.token = token
+        self._client_id = client_id
+        # True: aiohttp's default verification (the session decides); False: none.
+        self._ssl = bool(verify_ssl)
+        self._timeout = timeout
+        self._page_size = page_size
+        self._requests = 0
+        self._server_clock: int | None = None
+        #: Some servers may reject ``updatedAt`` on episodes; then ``addedAt``.
+        self._delta_field = "updatedAt"
+
+    # -- Backend protocol bookkeeping -------------------------------------------
+
+    @property
+    def request_count(self) -> int:
+        """HTTP requests made since the last ``reset_stats``."""
+        return self._requests
+
+    @property
+    def server_clock(self) -> int | None:
+        """Server time from the ``Date`` of the first answer since ``reset_stats``."""
+        return self._server_clock
+
+    def reset_stats(self) -> None:
+        """Start counting afresh."""
+        self._requests = 0
+        self._server_clock = None
+
+    # -- transport ------------------------------------------------------------------
+
+    def _headers(self, *, auth: bool = True) -> dict[str, str]:
+        headers = {
+            "Accept": "application/json",
+            "X-Plex-Client-Identifier": self._client_id,
+            "X-Plex-Product": PRODUCT,
+            "X-Plex-Version": VERSION,
+            "X-Plex-Platform": "Home Assistant",
+            "X-Plex-Device-Name": "Home Assistant",
+        }
+        if auth:
+            headers["X-Plex-Token"] = self.token
+        return headers
+
+    async def _read(
+        self, path: str, params: Mapping[str, str] | None = None, *, auth: bool = True
+    ) -> tuple[int, bytes]:
+        """GET a path; return status and body. Transport failures become connection errors."""
+        self._requests += 1
+        try:
+            async with asyncio.timeout(self._timeout):
+                async with self._session.get(
+                    self._url + path,
+                    params=params or {},
+                    headers=self._headers(auth=auth),
+                    ssl=self._ssl,
+                    allow_redirects=False,
+                ) as response:
+                    body = await response.read()
+                    if self._server_clock is None:
+                        self._server_clock = _http_date(response.headers.get("Date"))
+                    status = response.status
+                    retry_after = response.headers.get("Retry-After")
+        except TimeoutError as err:
+            raise MediaServerConnectionError(f"Plex did not answer {path} in time") from err
+        except aiohttp.ClientError as err:
+            raise MediaServerConnectionError(f"Plex request {path} failed: {err}") from err
+        if status == 401:
+            raise MediaServerAuthError("Plex refused the token")
+        if status == 404:
+            raise MediaServerNotFoundError(f"Plex has no {path}", status=404)
+        if status == 429 or status >= 500:
+            raise MediaServerUnavailableError(
+                f"Plex answered {status} to {path}",
+                status=status,
+                retry_after=_float(retry_after),
+            )
+        if not 200 <= status < 300:
+            raise MediaServerProtocolError(f"Plex answered {status} to {path}", status=status)
+        return status, body
+
+    async def _get(
+        self, path: str, params: Mapping[str, str] | None = None, *, auth: bool = True
+    ) -> dict[str, Any]:
+        """GET a path and return its ``MediaContainer``."""
+        _, body = await self._read(path, params, auth=auth)
+        if body.lstrip()[:1] == b"<":
+            raise MediaServerProtocolError(f"Plex sent XML or HTML for {path}, not JSON")
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError as err:
+            raise MediaServerProtocolError(f"Plex sent malformed JSON for {path}") from err
+        container = data.get("MediaContainer") if isinstance(data, dict) else None
+        if not isinstance(container, dict):
+            raise MediaServerProtocolError(f"Plex sent no MediaContainer for {path}")
+        return container
+
+    async def _paged(
+        self, path: str, params: Mapping[str, str], *, page_size: int | None = None
+    ) -> list[dict[str, Any]]:
+        """Every ``Metadata`` row of a listing, page by page (docs: plex §3)."""
+        size = page_size or self._page_size
+        rows: list[dict[str, Any]] = []
+        start = 0
+        while True:
+            container = await self._get(
+                path,
+                {
+                    **params,
+                    "X-Plex-Container-Start": str(start),
+                    "X-Plex-Container-Size": str(size),
+                },
+            )
+            page = container.get("Metadata") or []
+            if not isinstance(page, list):
+                raise MediaServerProtocolError(f"Plex sent a bad Metadata list for {path}")
+            rows.extend(page)
+            served = _int(container.get("size"), len(page)) or 0
+            total = _int(container.get("totalSize"))
+            offset = _int(container.get("offset"), start) or 0
+            # Never infer the end from a short page: the server may cap pages.
+            if served == 0 or total is None or offset + served >= total:
+                return rows
+            start = offset + served
+
+    # -- identity ---------------------------------------------------------------------
+
+    async def identity(self) -> ServerInfo:
+        """Check that the URL is a Plex server (``/identity`` needs no token)."""
+        try:
+            container = await self._get("/identity", auth=False)
+        except (MediaServerProtocolError, MediaServerAuthError) as err:
+            raise WrongServerError("the URL does not answer like a Plex server") from err
+        machine = container.get("machineIdentifier")
+        if not machine:
+            raise WrongServerError("the URL does not answer like a Plex server")
+        return ServerInfo(
+            kind=ServerKind.PLEX,
+            server_id=str(machine),
+            name="",
+            version=str(container.get("version", "")),
+        )
+
+    async def server_info(self) -> ServerInfo:
+        """Return the server's identity and name (authenticated ``GET /``)."""
+        container = await self._get("/")
+        try:
+            return ServerInfo(
+                kind=ServerKind.PLEX,
+                server_id=str(container["machineIdentifier"]),
+                name=str(container.get("friendlyName") or "Plex"),
+                version=str(container.get("version", "")),
+            )
+        except KeyError as err:
+            raise MediaServerProtocolError("Plex sent no machineIdentifier") from err
+
+    # -- Backend protocol ---------------------------------------------------------------
+
+    async def libraries(self) -> list[Library]:
+        """Every TV section with its change markers."""
+        container = await self._get("/library/sections")
+        libraries = []
+        for row in container.get("Directory") or []:
+            if row.get("type") != "show":
+                continue
+            try:
+                key = str(row["key"])
+            except KeyError as err:
+                raise MediaServerProtocolError("Plex sent a section without key") from err
+            marker = ":".join(
+                str(row.get(name, ""))
+                for name in ("contentChangedAt", "scannedAt", "updatedAt", "uuid")
+            )
+            libraries.append(
+                Library(
+                    id=key,
+                    title=str(row.get("title") or key),
+                    marker=marker,
+                    refreshing=_bool(row.get("refreshing")),
+                )
+            )
+        return libraries
+
+    async def shows(self, library_id: str) -> list[Show]:
+        """Every show of a section with its leaf counts."""
+        rows = await self._paged(
+            f"/library/sections/{library_id}/all",
+            {"type": str(TYPE_SHOW), "sort": "id", **_LIGHT},
+            page_size=SHOW_PAGE_SIZE,
+        )
+        return [_show(row, library_id) for row in rows if row.get("type", "show") == "show"]
+
+    async def episodes(self, library_id: str) -> list[Episode]:
+        """Every episode of a section in one flat, paged listing (no season walk)."""
+        rows = await self._paged(
+            f"/library/sections/{library_id}/all",
+            {"type": str(TYPE_EPISODE), "sort": "id", **_LIGHT},
+        )
+        return _episodes(rows, library_id)
+
+    async def show_episodes(self, library_id: str, show_id: str) -> list[Episode]:
+        """Every episode of one show (``allLeaves``)."""
+        rows = await self._paged(f"/library/metadata/{show_id}/allLeaves", dict(_LIGHT))
+        return _episodes(rows, library_id)
+
+    async def changed_episodes(self, library_ids: Sequence[str], since: int) -> list[Episode]:
+        """Episodes updated at or after server time ``since``, per section."""
+        changed: list[Episode] = []
+        for library_id in library_ids:
+            changed.extend(await self._delta(library_id, since))
+        return changed
+
+    async def _delta(self, library_id: str, since: int) -> list[Episode]:
+        path = f"/library/sections/{library_id}/all"
+        while True:
+            # The operator belongs to the key: yarl sends ``updatedAt%3E%3E=…``,
+            # as plexapi does; plain ``>=`` is no date operator (docs: plex §4).
+            params = {"type": str(TYPE_EPISODE), "sort": "id", **_LIGHT}
+            params[f"{self._delta_field}>>"] = str(since)
+            try:
+                return _episodes(await self._paged(path, params), library_id)
+            except MediaServerProtocolError as err:
+                if err.status != 400 or self._delta_field == "addedAt":
+                    raise
+                # ``updatedAt`` is not an advertised field: fall back to ``addedAt``
+                # and let the show counts catch what it misses (docs: plex §9.4).
+                self._delta_field = "addedAt"
+
+    async def image(self, path: str) -> tuple[bytes, str]:
+        """Fetch a server-relative image path (the token stays in a header)."""
+        if not path.startswith("/"):
+            raise ValueError("image paths are server-relative")
+        self._requests += 0  # images are not part of a sync's budget
+        try:
+            async with asyncio.timeout(self._timeout):
+                async with self._session.get(
+                    self._url + path, headers=self._headers(), ssl=self._ssl
+                ) as response:
+                    if response.status == 401:
+                        raise MediaServerAuthError("Plex refused the token")
+                    if response.status != 200:
+                        raise MediaServerNotFoundError(
+                            f"no image at {path}", status=response.status
+                        )
+                    return await response.read(), response.content_type
+        except TimeoutError as err:
+            raise MediaServerConnectionError("Plex did not send the image in time") from err
+        except aiohttp.ClientError as err:
+            raise MediaServerConnectionError(f"image request failed: {err}") from err
+
+
+def _http_date(value: str | None) -> int | None:
+    if not value:
+        return None
+    try:
+        return int(parsedate_to_datetime(value).timestamp())
+    except (TypeError, ValueError):
+        return None
+
+
+def _float(value: str | None) -> float | None:
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _show(row: Mapping[str, Any], library_id: str) -> Show:
+    try:
+        return Show(
+            id=str(row["ratingKey"]),
+            library_id=library_id,
+            title=str(row.get("title", "")),
+            episode_count=_int(row.get("leafCount"), 0) or 0,
+            watched_count=_int(row.get("viewedLeafCount"), 0) or 0,
+            thumb=row.get("thumb"),
+        )
+    except KeyError as err:
+        raise MediaServerProtocolError("Plex sent a show without ratingKey") from err
+
+
+def _episodes(rows: list[dict[str, Any]], library_id: str) -> list[Episode]:
+    episodes = []
+    for row in rows:
+        if row.get("type", "episode") != "episode":
+            continue
+        try:
+            air = row.get("originallyAvailableAt")
+            episodes.append(
+                Episode(
+                    id=str(row["ratingKey"]),
+                    show_id=str(row["grandparentRatingKey"]),
+                    library_id=library_id,
+                    season=_int(row.get("parentIndex")),
+                    number=_int(row.get("index")),
+                    title=str(row.get("title", "")),
+                    # "YYYY-MM-DD", sometimes with " HH:MM:SS" (docs: plex §5).
+                    air_date=str(air)[:10] if air else None,
+                    added_at=int(row["addedAt"]),
+                    watched=(_int(row.get("viewCount"), 0) or 0) > 0,
+                    updated_at=_int(row.get("updatedAt")),
+                    thumb=row.get("thumb"),
+                )
+            )
+        except (KeyError, TypeError, ValueError) as err:
+            raise MediaServerProtocolError(f"Plex sent an incomplete episode: {err!r}") from err
+    return episodes
