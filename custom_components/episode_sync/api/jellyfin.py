@@ -1,0 +1,407 @@
+"""Async client for the Jellyfin HTTP API.
+
+Built on the behaviour documented in the project's Jellyfin notes
+(docs/jellyfin-api.md):
+
+- one DeviceId per config entry, made once in the config flow: a new login
+  with the same DeviceId retires that device's older tokens, so the client
+  signs in only on reauth, never at every start (§1);
+- the token travels in ``Authorization: MediaBrowser …, Token="…"``, the only
+  scheme Jellyfin 12 still accepts by default (§1 legacy mode);
+- the delta filter is version-gated: ``MinDateLastSaved`` alone is broken
+  before 10.11 (unbound SQL parameter), ``MinDateLastSavedForUser`` works on
+  every version and never looks at user data (§4.4, jellyfin/jellyfin#17542);
+- virtual (missing) episodes are excluded everywhere (§2, §3);
+- ``DateCreated`` is the file's birth time, so the engine does not trust it as
+  "added" (``trusts_added_at = False``, §4.1);
+- ids are opaque strings; "0001-01-01…" means unset.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+import orjson
+
+from .errors import (
+    MediaServerAuthError,
+    MediaServerConnectionError,
+    MediaServerNotFoundError,
+    MediaServerProtocolError,
+    MediaServerUnavailableError,
+    WrongServerError,
+)
+from .models import Episode, Library, ServerInfo, ServerKind, Show
+
+CLIENT_NAME = "Home Assistant"
+DEVICE_NAME = "Episode Sync"
+#: Below this version ``MinDateLastSaved`` alone fails; use the ForUser variant.
+DELTA_FIX_VERSION = (10, 11)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JellyfinLogin:
+    """What ``AuthenticateByName`` gives back."""
+
+    access_token: str
+    user_id: str
+    server_id: str
+    user_name: str
+
+
+def _version(text: str) -> tuple[int, ...]:
+    parts = []
+    for part in text.split("."):
+        digits = "".join(ch for ch in part if ch.isdigit())
+        if not digits:
+            break
+        parts.append(int(digits))
+    return tuple(parts)
+
+
+def _timestamp(value: Any) -> int | None:
+    """Epoch seconds of a Jellyfin date; None for missing or "0001-01-01…"."""
+    if not value or not isinstance(value, str) or value.startswith("0001-01-01"):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return int(parsed.timestamp())
+
+
+class JellyfinClient:
+    """One Jellyfin server, reached as one user."""
+
+    has_library_markers = False
+    trusts_added_at = False
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        url: str,
+        *,
+        device_id: str,
+        token: str | None = None,
+        user_id: str | None = None,
+        verify_ssl: bool = True,
+        timeout: float = 30.0,
+        page_size: int = 500,
+        client_version: str = "1.0.0",
+    ) -> None:
+        """Bind to a server; the session is Home Assistant's shared one."""
+        self._session = session
+        self._url = url.rstrip("/")
+        self._device_id = device_id
+        self.token = token
+        self.user_id = user_id
+        self._ssl = bool(verify_ssl)
+        self._timeout = timeout
+        self._page_size = page_size
+        self._client_version = client_version
+        self.version: tuple[int, ...] | None = None
+        self._requests = 0
+        self._server_clock: int | None = None
+
+    # -- Backend protocol bookkeeping -------------------------------------------
+
+    @property
+    def request_count(self) -> int:
+        """HTTP requests made since the last ``reset_stats``."""
+        return self._requests
+
+    @property
+    def server_clock(self) -> int | None:
+        """Server time from the ``Date`` of the first answer since ``reset_stats``."""
+        return self._server_clock
+
+    def reset_stats(self) -> None:
+        """Start counting afresh."""
+        self._requests = 0
+        self._server_clock = None
+
+    # -- transport ------------------------------------------------------------------
+
+    def authorization_header(self) -> str:
+        """The ``Authorization: MediaBrowser …`` value (values URL-encoded, §1)."""
+        fields = {
+            "Client": CLIENT_NAME,
+            "Device": DEVICE_NAME,
+            "DeviceId": self._device_id,
+            "Version": self._client_version,
+        }
+        if self.token:
+            fields["Token"] = self.token
+        return "MediaBrowser " + ", ".join(
+            f'{key}="{quote(value, safe="")}"' for key, value in fields.items()
+        )
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        params: Mapping[str, str] | None = None,
+        body: Mapping[str, Any] | None = None,
+    ) -> Any:
+        """One request; map transport and status failures to the error hierarchy."""
+        self._requests += 1
+        headers = {"Accept": "application/json", "Authorization": self.authorization_header()}
+        try:
+            async with asyncio.timeout(self._timeout):
+                async with self._session.request(
+                    method,
+                    self._url + path,
+                    params=params or {},
+                    json=body,
+                    headers=headers,
+                    ssl=self._ssl,
+                    allow_redirects=False,
+                ) as response:
+                    payload = await response.read()
+                    if self._server_clock is None:
+                        self._server_clock = _http_date(response.headers.get("Date"))
+                    status = response.status
+                    retry_after = response.headers.get("Retry-After")
+        except TimeoutError as err:
+            raise MediaServerConnectionError(f"Jellyfin did not answer {path} in time") from err
+        except aiohttp.ClientError as err:
+            raise MediaServerConnectionError(f"Jellyfin request {path} failed: {err}") from err
+        if status == 401:
+            raise MediaServerAuthError("Jellyfin refused the credentials")
+        if status == 404:
+            raise MediaServerNotFoundError(f"Jellyfin has no {path}", status=404)
+        if status == 429 or status >= 500:
+            raise MediaServerUnavailableError(
+                f"Jellyfin answered {status} to {path}",
+                status=status,
+                retry_after=float(retry_after) if retry_after and retry_after.isdigit() else None,
+            )
+        if not 200 <= status < 300:
+            raise MediaServerProtocolError(f"Jellyfin answered {status} to {path}", status=status)
+        try:
+            return orjson.loads(payload)
+        except orjson.JSONDecodeError as err:
+            raise MediaServerProtocolError(f"Jellyfin sent malformed JSON for {path}") from err
+
+    async def _items(self, path: str, params: Mapping[str, str]) -> list[dict[str, Any]]:
+        """Every item of a QueryResult listing, page by page.
+
+        The first page asks for the total; the loop follows ``StartIndex``
+        by what was actually served, so a server that caps pages costs its
+        pages and nothing is skipped.
+        """
+        items: list[dict[str, Any]] = []
+        start = 0
+        total: int | None = None
+        while True:
+            page = await self._request(
+                "GET",
+                path,
+                {
+                    **params,
+                    "StartIndex": str(start),
+                    "Limit": str(self._page_size),
+                    "EnableTotalRecordCount": "true" if total is None else "false",
+                },
+            )
+            if not isinstance(page, dict) or not isinstance(page.get("Items"), list):
+                raise MediaServerProtocolError(f"Jellyfin sent no Items list for {path}")
+            batch = page["Items"]
+            items.extend(batch)
+            if total is None:
+                total = int(page.get("TotalRecordCount", len(batch)))
+            start += len(batch)
+            if not batch or start >= total:
+                return items
+
+    def _user(self) -> str:
+        if not self.user_id:
+            raise MediaServerAuthError("not signed in")
+        return self.user_id
+
+    # -- identity ---------------------------------------------------------------------
+
+    async def public_info(self) -> ServerInfo:
+        """Check that the URL is a Jellyfin server (no auth needed); remember its version."""
+        try:
+            info = await self._request("GET", "/System/Info/Public")
+        except (MediaServerProtocolError, MediaServerAuthError) as err:
+            raise WrongServerError("the URL does not answer like a Jellyfin server") from err
+        if not isinstance(info, dict) or "Jellyfin" not in str(info.get("ProductName", "")):
+            raise WrongServerError("the URL does not answer like a Jellyfin server")
+        try:
+            self.version = _version(str(info["Version"]))
+            return ServerInfo(
+                kind=ServerKind.JELLYFIN,
+                server_id=str(info["Id"]),
+                name=str(info.get("ServerName") or "Jellyfin"),
+                version=str(info["Version"]),
+            )
+        except KeyError as err:
+            raise WrongServerError("the server sent no Id or Version") from err
+
+    async def server_info(self) -> ServerInfo:
+        """The server's identity (public information)."""
+        return await self.public_info()
+
+    async def login(self, username: str, password: str) -> JellyfinLogin:
+        """Sign in once; keeps the token and user id for the following calls."""
+        self.token = None
+        reply = await self._request(
+            "POST", "/Users/AuthenticateByName", body={"Username": username, "Pw": password}
+        )
+        try:
+            login = JellyfinLogin(
+                access_token=str(reply["AccessToken"]),
+                user_id=str(reply["User"]["Id"]),
+                server_id=str(reply.get("ServerId") or reply["User"]["ServerId"]),
+                user_name=str(reply["User"].get("Name", username)),
+            )
+        except (KeyError, TypeError) as err:
+            raise MediaServerProtocolError("Jellyfin sent an incomplete login reply") from err
+        self.token, self.user_id = login.access_token, login.user_id
+        return login
+
+    # -- Backend protocol ---------------------------------------------------------------
+
+    async def libraries(self) -> list[Library]:
+        """The user's TV libraries."""
+        views = await self._request("GET", f"/Users/{self._user()}/Views")
+        if not isinstance(views, dict) or not isinstance(views.get("Items"), list):
+            raise MediaServerProtocolError("Jellyfin sent no Items list for the views")
+        return [
+            Library(id=str(item["Id"]), title=str(item.get("Name") or item["Id"]))
+            for item in views["Items"]
+            if item.get("CollectionType") == "tvshows" and "Id" in item
+        ]
+
+    async def shows(self, library_id: str) -> list[Show]:
+        """Every series of a library with its episode and unplayed counts."""
+        items = await self._items(
+            "/Items",
+            {
+                "userId": self._user(),
+                "ParentId": library_id,
+                "IncludeItemTypes": "Series",
+                "Recursive": "true",
+                "Fields": "Etag,RecursiveItemCount",
+                "EnableUserData": "true",
+                "EnableImages": "false",
+            },
+        )
+        shows = []
+        for item in items:
+            try:
+                total = int(item.get("RecursiveItemCount", 0))
+                unplayed = int((item.get("UserData") or {}).get("UnplayedItemCount", total))
+                shows.append(
+                    Show(
+                        id=str(item["Id"]),
+                        library_id=library_id,
+                        title=str(item.get("Name", "")),
+                        episode_count=total,
+                        watched_count=max(0, total - unplayed),
+                    )
+                )
+            except (KeyError, TypeError, ValueError) as err:
+                raise MediaServerProtocolError(f"Jellyfin sent a bad series: {err!r}") from err
+        return shows
+
+    def _episode_params(self) -> dict[str, str]:
+        return {
+            "userId": self._user(),
+            "IncludeItemTypes": "Episode",
+            "Recursive": "true",
+            "ExcludeLocationTypes": "Virtual",
+            "Fields": "DateCreated",
+            "EnableUserData": "true",
+            "EnableImages": "false",
+        }
+
+    async def episodes(self, library_id: str) -> list[Episode]:
+        """Every real episode of a library, paged library-wide (no season walk)."""
+        items = await self._items("/Items", {**self._episode_params(), "ParentId": library_id})
+        return _episodes(items, library_id)
+
+    async def show_episodes(self, library_id: str, show_id: str) -> list[Episode]:
+        """Every real episode of one series (``isMissing=false`` drops placeholders)."""
+        items = await self._items(
+            f"/Shows/{show_id}/Episodes",
+            {
+                "userId": self._user(),
+                "isMissing": "false",
+                "Fields": "DateCreated",
+                "EnableUserData": "true",
+                "EnableImages": "false",
+            },
+        )
+        return _episodes(items, library_id)
+
+    async def changed_episodes(self, library_ids: Sequence[str], since: int) -> list[Episode]:
+        """Episodes saved at or after server time ``since``: one query for the server.
+
+        The answer spans every library; the engine places episodes by series.
+        """
+        if self.version is None:
+            await self.public_info()
+        assert self.version is not None
+        name = (
+            "MinDateLastSaved" if self.version >= DELTA_FIX_VERSION else "MinDateLastSavedForUser"
+        )
+        stamp = datetime.fromtimestamp(since, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        items = await self._items("/Items", {**self._episode_params(), name: stamp})
+        return _episodes(items, "")
+
+
+def _http_date(value: str | None) -> int | None:
+    if not value:
+        return None
+    try:
+        return int(parsedate_to_datetime(value).timestamp())
+    except (TypeError, ValueError):
+        return None
+
+
+def _episodes(items: list[dict[str, Any]], library_id: str) -> list[Episode]:
+    episodes = []
+    for item in items:
+        if item.get("Type", "Episode") != "Episode" or item.get("LocationType") == "Virtual":
+            continue
+        try:
+            premiere = item.get("PremiereDate")
+            episodes.append(
+                Episode(
+                    id=str(item["Id"]),
+                    show_id=str(item["SeriesId"]),
+                    library_id=library_id,
+                    season=_int(item.get("ParentIndexNumber")),
+                    number=_int(item.get("IndexNumber")),
+                    title=str(item.get("Name", "")),
+                    air_date=premiere[:10]
+                    if isinstance(premiere, str) and not premiere.startswith("0001")
+                    else None,
+                    added_at=_timestamp(item.get("DateCreated")) or 0,
+                    watched=bool((item.get("UserData") or {}).get("Played", False)),
+                )
+            )
+        except (KeyError, TypeError) as err:
+            raise MediaServerProtocolError(f"Jellyfin sent an incomplete episode: {err!r}") from err
+    return episodes
+
+
+def _int(value: Any) -> int | None:
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
