@@ -109,7 +109,8 @@ async def next_poll(
     """Let the scan interval pass, so the coordinator syncs by itself."""
     freezer.tick(interval)
     async_fire_time_changed(hass)
-    await hass.async_block_till_done()
+    # Scheduled refreshes run as background tasks: wait for them too.
+    await hass.async_block_till_done(wait_background_tasks=True)
 
 
 def stored_mirror(hass_storage: dict[str, Any], entry: MockConfigEntry) -> Mirror:

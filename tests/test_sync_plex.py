@@ -104,9 +104,7 @@ async def test_initial_and_unchanged_sync(
     assert state_of(hass, entry, "sensor", "sync_mode") == "incremental"
 
 
-async def test_initial_sync_counts_pages_served(
-    hass: HomeAssistant, socket_enabled: Any
-) -> None:
+async def test_initial_sync_counts_pages_served(hass: HomeAssistant, socket_enabled: Any) -> None:
     """A server that serves smaller pages than asked costs its pages, nothing else."""
     sim = PlexSimulator(page_cap=300)
     sim.model.generate(shows=20, seasons=5, episodes=10, seed=3)
@@ -138,9 +136,7 @@ async def test_one_episode_added(
     before_event = hass.states.get(event_entity)
 
     show = next(iter(big_plex.model.libraries[tv_library_ids(big_plex.model)[0]].shows.values()))
-    episode = big_plex.model.add_episode(
-        show.id, 6, 1, title="Brand New", air_date="2026-11-20"
-    )
+    episode = big_plex.model.add_episode(show.id, 6, 1, title="Brand New", air_date="2026-11-20")
     big_plex.clear_log()
     library_writes.clear()
     await next_poll(hass, freezer)
@@ -161,9 +157,7 @@ async def test_one_episode_added(
     assert data["episode_id"] == episode.id
     assert isinstance(data["episode_id"], str)
     assert data["show_id"] == show.id
-    assert datetime.fromisoformat(data["added_at"]) == datetime.fromtimestamp(
-        episode.added_at, UTC
-    )
+    assert datetime.fromisoformat(data["added_at"]) == datetime.fromtimestamp(episode.added_at, UTC)
     assert data["device_id"]
     after_event = hass.states.get(event_entity)
     assert after_event is not None

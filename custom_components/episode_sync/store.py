@@ -15,13 +15,13 @@ mirror, which makes the next sync a full one; it never stops the set-up.
 from __future__ import annotations
 
 from collections.abc import Mapping
-import inspect
 from typing import Any
 
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers.storage import Store
 
 from .api.models import Episode, Show
+from .compat import STORE_OFF_LOOP
 from .const import DOMAIN, LOGGER
 from .sync import LibraryMirror, Mirror, ShowMirror, SyncState
 
@@ -41,10 +41,6 @@ _EPISODE_FIELDS = (
     "updated_at",
     "thumb",
 )
-
-#: ``serialize_in_event_loop`` (HA 2025.12+) encodes the mirror in an executor
-#: thread; older releases encode in the loop, so the payload is kept compact.
-_OFF_LOOP = "serialize_in_event_loop" in inspect.signature(Store.__init__).parameters
 
 
 class _VersionedStore(Store[dict[str, Any]]):
@@ -172,11 +168,16 @@ class EpisodeSyncStore:
 
     def __init__(self, hass: HomeAssistant, entry_id: str) -> None:
         """Create (not yet load) the stores of a config entry."""
-        extra = {"serialize_in_event_loop": False} if _OFF_LOOP else {}
         self._status = _VersionedStore(hass, STATUS_VERSION, f"{DOMAIN}.{entry_id}.status")
-        self._library = _VersionedStore(
-            hass, LIBRARY_VERSION, f"{DOMAIN}.{entry_id}.library", **extra
-        )
+        if STORE_OFF_LOOP:
+            self._library = _VersionedStore(
+                hass,
+                LIBRARY_VERSION,
+                f"{DOMAIN}.{entry_id}.library",
+                serialize_in_event_loop=False,  # type: ignore[call-arg,unused-ignore]
+            )
+        else:  # pragma: no cover - HA before 2025.12
+            self._library = _VersionedStore(hass, LIBRARY_VERSION, f"{DOMAIN}.{entry_id}.library")
         #: Library-store writes so far (diagnostics and the benchmark report it).
         self.library_writes = 0
         #: Summary of the last sync, as stored in the status store.

@@ -272,7 +272,9 @@ class _Builder:
         if old is None or old.show != show:
             self.structure_changed = True
         gone = {eid: e for eid, e in before.items() if eid not in episodes}
-        slots = {(e.season, e.number): e for e in gone.values() if e.number is not None}
+        slots: dict[tuple[int | None, int | None], Episode] = {
+            (e.season, e.number): e for e in gone.values() if e.number is not None
+        }
         for episode_id, fetched in list(episodes.items()):
             previous = before.get(episode_id)
             if previous is not None:
@@ -322,7 +324,7 @@ class SyncEngine:
         library_ids: Collection[str],
         max_concurrency: int = 5,
         full_sync_interval: float = 7 * 86_400,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         """Bind the engine to a backend and the user's choices."""
         self._backend = backend
@@ -330,7 +332,8 @@ class SyncEngine:
         self._library_ids = frozenset(library_ids)
         self._max_concurrency = max(1, max_concurrency)
         self._full_sync_interval = full_sync_interval
-        self._clock = clock
+        # Looked up at each call (not bound at import) so test clocks apply.
+        self._clock = clock or (lambda: time.time())
 
     async def sync(
         self, mirror: Mirror, state: SyncState, *, force_full: bool = False

@@ -26,7 +26,9 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--episodes", type=int, default=8, help="episodes per season")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--latency", type=float, default=0.0, help="seconds per request")
-    parser.add_argument("--version", default=None, help="Jellyfin server version (10.10, 10.11, 12.0)")
+    parser.add_argument(
+        "--version", default=None, help="Jellyfin server version (10.10, 10.11, 12.0)"
+    )
     parser.add_argument(
         "--add-every",
         type=float,

@@ -1,0 +1,86 @@
+"""Episode Sync: mirrors the TV libraries of a Plex or Jellyfin server."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from homeassistant.config_entries import ConfigEntry
+from homeassistant.const import Platform
+from homeassistant.core import HomeAssistant
+from homeassistant.exceptions import ConfigEntryAuthFailed, ConfigEntryError, ConfigEntryNotReady
+from homeassistant.helpers import config_validation as cv
+from homeassistant.helpers.typing import ConfigType
+
+from .api.errors import MediaServerAuthError, MediaServerError
+from .client import MediaClient, create_client
+from .const import DOMAIN
+from .coordinator import EpisodeSyncCoordinator
+from .services import async_setup_services
+from .store import EpisodeSyncStore
+
+PLATFORMS = [Platform.BUTTON, Platform.EVENT, Platform.SENSOR]
+CONFIG_SCHEMA = cv.config_entry_only_config_schema(DOMAIN)
+
+
+@dataclass(kw_only=True)
+class EpisodeSyncData:
+    """What a loaded entry holds."""
+
+    client: MediaClient
+    store: EpisodeSyncStore
+    coordinator: EpisodeSyncCoordinator
+
+
+type EpisodeSyncConfigEntry = ConfigEntry[EpisodeSyncData]
+
+
+async def async_setup(hass: HomeAssistant, config: ConfigType) -> bool:
+    """Register the actions (once, for every entry)."""
+    async_setup_services(hass)
+    return True
+
+
+async def async_setup_entry(hass: HomeAssistant, entry: EpisodeSyncConfigEntry) -> bool:
+    """Verify the server, load the mirror, run the first sync, add the entities."""
+    client = create_client(hass, entry.data)
+    try:
+        server = await client.server_info()
+    except MediaServerAuthError as err:
+        raise ConfigEntryAuthFailed(
+            translation_domain=DOMAIN, translation_key="auth_failed"
+        ) from err
+    except MediaServerError as err:
+        raise ConfigEntryNotReady(
+            translation_domain=DOMAIN,
+            translation_key="cannot_connect",
+            translation_placeholders={"error": str(err)},
+        ) from err
+    # The URL must still lead to the server this entry was made for.
+    if entry.unique_id and not entry.unique_id.startswith(server.server_id):
+        raise ConfigEntryError(
+            translation_domain=DOMAIN,
+            translation_key="wrong_server",
+            translation_placeholders={"name": server.name},
+        )
+    store = EpisodeSyncStore(hass, entry.entry_id)
+    coordinator = EpisodeSyncCoordinator(hass, entry, client, store, server)
+    await coordinator.async_config_entry_first_refresh()
+    entry.runtime_data = EpisodeSyncData(client=client, store=store, coordinator=coordinator)
+    await hass.config_entries.async_forward_entry_setups(entry, PLATFORMS)
+    entry.async_on_unload(entry.add_update_listener(_async_options_updated))
+    return True
+
+
+async def async_unload_entry(hass: HomeAssistant, entry: EpisodeSyncConfigEntry) -> bool:
+    """Unload the entities; the stores stay for the next start."""
+    return await hass.config_entries.async_unload_platforms(entry, PLATFORMS)
+
+
+async def async_remove_entry(hass: HomeAssistant, entry: EpisodeSyncConfigEntry) -> None:
+    """Delete both stored files with the entry."""
+    await EpisodeSyncStore(hass, entry.entry_id).async_remove()
+
+
+async def _async_options_updated(hass: HomeAssistant, entry: EpisodeSyncConfigEntry) -> None:
+    """Options changed (interval, libraries…): start over with them."""
+    await hass.config_entries.async_reload(entry.entry_id)

@@ -1,0 +1,428 @@
+"""Config flow: pick the server kind, connect, choose the TV libraries.
+
+Every error the clients can raise is mapped to a form error in one place
+(``_ERRORS``); a URL that is not one is refused before any request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+import uuid
+
+from homeassistant.config_entries import ConfigFlow, ConfigFlowResult, OptionsFlow
+from homeassistant.const import (
+    CONF_PASSWORD,
+    CONF_TOKEN,
+    CONF_URL,
+    CONF_USERNAME,
+    CONF_VERIFY_SSL,
+)
+from homeassistant.core import callback
+from homeassistant.helpers.selector import (
+    NumberSelector,
+    NumberSelectorConfig,
+    NumberSelectorMode,
+    SelectOptionDict,
+    SelectSelector,
+    SelectSelectorConfig,
+    TextSelector,
+    TextSelectorConfig,
+    TextSelectorType,
+)
+from yarl import URL
+
+from .api.errors import (
+    MediaServerAuthError,
+    MediaServerConnectionError,
+    MediaServerError,
+    WrongServerError,
+)
+from .api.jellyfin import JellyfinClient
+from .api.models import Library, ServerInfo, ServerKind
+from .api.plex import PlexClient
+from .client import create_client
+from .compat import vol
+from .const import (
+    CONF_CLIENT_ID,
+    CONF_DEVICE_ID,
+    CONF_FULL_SYNC_DAYS,
+    CONF_LIBRARIES,
+    CONF_MAX_CONCURRENCY,
+    CONF_NEW_EPISODE_DAYS,
+    CONF_SCAN_INTERVAL,
+    CONF_SERVER_TYPE,
+    CONF_USER_ID,
+    DEFAULT_FULL_SYNC_DAYS,
+    DEFAULT_MAX_CONCURRENCY,
+    DEFAULT_NEW_EPISODE_DAYS,
+    DEFAULT_SCAN_INTERVAL,
+    DOMAIN,
+    LOGGER,
+)
+
+URL_SELECTOR = TextSelector(TextSelectorConfig(type=TextSelectorType.URL))
+SECRET_SELECTOR = TextSelector(TextSelectorConfig(type=TextSelectorType.PASSWORD))
+
+
+class _FlowError(Exception):
+    """A form error, by its translation key."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _check_url(url: str) -> str:
+    """Return the URL without a trailing slash; refuse what is not an http(s) URL."""
+    try:
+        parsed = URL(url.strip())
+    except ValueError as err:
+        raise _FlowError("invalid_url") from err
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise _FlowError("invalid_url")
+    return str(parsed).rstrip("/")
+
+
+async def _validate(
+    client: PlexClient | JellyfinClient, wrong_server: str
+) -> tuple[ServerInfo, list[Library]]:
+    """Identify the server and list its TV libraries, mapping every failure once."""
+    try:
+        if isinstance(client, PlexClient):
+            await client.identity()
+            info = await client.server_info()
+        else:
+            info = await client.server_info()
+        libraries = await client.libraries()
+    except WrongServerError as err:
+        raise _FlowError(wrong_server) from err
+    except MediaServerAuthError as err:
+        raise _FlowError("invalid_auth") from err
+    except MediaServerConnectionError as err:
+        raise _FlowError("cannot_connect") from err
+    except MediaServerError as err:
+        raise _FlowError("cannot_connect") from err
+    except Exception as err:
+        LOGGER.exception("Unexpected error while checking the server")
+        raise _FlowError("unknown") from err
+    if not libraries:
+        raise _FlowError("no_tv_libraries")
+    return info, libraries
+
+
+def _library_selector(libraries: list[Library]) -> SelectSelector:
+    return SelectSelector(
+        SelectSelectorConfig(
+            options=[SelectOptionDict(value=lib.id, label=lib.title) for lib in libraries],
+            multiple=True,
+        )
+    )
+
+
+class EpisodeSyncConfigFlow(ConfigFlow, domain=DOMAIN):
+    """Add a Plex or Jellyfin server."""
+
+    VERSION = 1
+
+    def __init__(self) -> None:
+        """Start with nothing known."""
+        self._data: dict[str, Any] = {}
+        self._info: ServerInfo | None = None
+        self._libraries: list[Library] = []
+
+    @staticmethod
+    @callback
+    def async_get_options_flow(config_entry: Any) -> EpisodeSyncOptionsFlow:
+        """Options: intervals, libraries, concurrency."""
+        return EpisodeSyncOptionsFlow()
+
+    async def async_step_user(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
+        """Choose the kind of server."""
+        return self.async_show_menu(step_id="user", menu_options=["plex", "jellyfin"])
+
+    # -- Plex -------------------------------------------------------------------------
+
+    async def _plex(
+        self, user_input: dict[str, Any]
+    ) -> tuple[dict[str, Any], ServerInfo, list[Library]]:
+        data = {
+            CONF_SERVER_TYPE: ServerKind.PLEX.value,
+            CONF_URL: _check_url(user_input[CONF_URL]),
+            CONF_TOKEN: user_input[CONF_TOKEN].strip(),
+            CONF_VERIFY_SSL: user_input.get(CONF_VERIFY_SSL, True),
+            CONF_CLIENT_ID: self._data.get(CONF_CLIENT_ID) or uuid.uuid4().hex,
+        }
+        info, libraries = await _validate(create_client(self.hass, data), "not_a_plex_server")
+        return data, info, libraries
+
+    async def async_step_plex(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
+        """Connect to a Plex server with a token."""
+        errors: dict[str, str] = {}
+        if user_input is not None:
+            try:
+                data, info, libraries = await self._plex(user_input)
+            except _FlowError as err:
+                errors["base"] = err.key
+            else:
+                await self.async_set_unique_id(info.server_id)
+                self._abort_if_unique_id_configured()
+                self._data, self._info, self._libraries = data, info, libraries
+                return await self.async_step_libraries()
+        return self.async_show_form(
+            step_id="plex",
+            data_schema=self.add_suggested_values_to_schema(
+                vol.Schema(
+                    {
+                        vol.Required(CONF_URL): URL_SELECTOR,
+                        vol.Required(CONF_TOKEN): SECRET_SELECTOR,
+                        vol.Required(CONF_VERIFY_SSL, default=True): bool,
+                    }
+                ),
+                {k: v for k, v in (user_input or {}).items() if k != CONF_TOKEN},
+            ),
+            errors=errors,
+        )
+
+    # -- Jellyfin -----------------------------------------------------------------------
+
+    async def _jellyfin(
+        self, url: str, username: str, password: str, verify_ssl: bool, device_id: str
+    ) -> tuple[dict[str, Any], ServerInfo, list[Library]]:
+        data = {
+            CONF_SERVER_TYPE: ServerKind.JELLYFIN.value,
+            CONF_URL: _check_url(url),
+            CONF_USERNAME: username,
+            CONF_VERIFY_SSL: verify_ssl,
+            CONF_DEVICE_ID: device_id,
+        }
+        client = create_client(self.hass, data)
+        assert isinstance(client, JellyfinClient)
+        try:
+            await client.public_info()
+            login = await client.login(username, password)
+        except WrongServerError as err:
+            raise _FlowError("not_a_jellyfin_server") from err
+        except MediaServerAuthError as err:
+            raise _FlowError("invalid_auth") from err
+        except MediaServerError as err:
+            raise _FlowError("cannot_connect") from err
+        except Exception as err:
+            LOGGER.exception("Unexpected error while signing in to Jellyfin")
+            raise _FlowError("unknown") from err
+        data[CONF_TOKEN] = login.access_token
+        data[CONF_USER_ID] = login.user_id
+        info, libraries = await _validate(create_client(self.hass, data), "not_a_jellyfin_server")
+        return data, info, libraries
+
+    async def async_step_jellyfin(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """Sign in to a Jellyfin server; the password is used once and never stored."""
+        errors: dict[str, str] = {}
+        if user_input is not None:
+            try:
+                data, info, libraries = await self._jellyfin(
+                    user_input[CONF_URL],
+                    user_input[CONF_USERNAME],
+                    user_input.get(CONF_PASSWORD, ""),
+                    user_input.get(CONF_VERIFY_SSL, True),
+                    self._data.get(CONF_DEVICE_ID) or uuid.uuid4().hex,
+                )
+            except _FlowError as err:
+                errors["base"] = err.key
+            else:
+                await self.async_set_unique_id(f"{info.server_id}_{data[CONF_USER_ID]}")
+                self._abort_if_unique_id_configured()
+                self._data, self._info, self._libraries = data, info, libraries
+                return await self.async_step_libraries()
+        return self.async_show_form(
+            step_id="jellyfin",
+            data_schema=self.add_suggested_values_to_schema(
+                vol.Schema(
+                    {
+                        vol.Required(CONF_URL): URL_SELECTOR,
+                        vol.Required(CONF_USERNAME): str,
+                        vol.Optional(CONF_PASSWORD, default=""): SECRET_SELECTOR,
+                        vol.Required(CONF_VERIFY_SSL, default=True): bool,
+                    }
+                ),
+                {k: v for k, v in (user_input or {}).items() if k != CONF_PASSWORD},
+            ),
+            errors=errors,
+        )
+
+    # -- libraries ------------------------------------------------------------------------
+
+    async def async_step_libraries(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """Choose the TV libraries to mirror (all by default)."""
+        assert self._info is not None
+        if user_input is not None and user_input.get(CONF_LIBRARIES):
+            return self.async_create_entry(
+                title=self._info.name,
+                data=self._data,
+                options={
+                    CONF_LIBRARIES: list(user_input[CONF_LIBRARIES]),
+                    CONF_SCAN_INTERVAL: DEFAULT_SCAN_INTERVAL,
+                    CONF_NEW_EPISODE_DAYS: DEFAULT_NEW_EPISODE_DAYS,
+                    CONF_FULL_SYNC_DAYS: DEFAULT_FULL_SYNC_DAYS,
+                    CONF_MAX_CONCURRENCY: DEFAULT_MAX_CONCURRENCY,
+                },
+            )
+        return self.async_show_form(
+            step_id="libraries",
+            data_schema=vol.Schema(
+                {
+                    vol.Required(
+                        CONF_LIBRARIES, default=[lib.id for lib in self._libraries]
+                    ): _library_selector(self._libraries)
+                }
+            ),
+            errors={"base": "no_libraries_selected"} if user_input is not None else {},
+        )
+
+    # -- reauth and reconfigure -------------------------------------------------------------
+
+    async def async_step_reauth(self, entry_data: Mapping[str, Any]) -> ConfigFlowResult:
+        """The server refused our credentials: ask for new ones."""
+        return await self.async_step_reauth_confirm()
+
+    async def async_step_reauth_confirm(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """A new Plex token, or the Jellyfin password to sign in again."""
+        entry = self._get_reauth_entry()
+        plex = entry.data[CONF_SERVER_TYPE] == ServerKind.PLEX
+        errors: dict[str, str] = {}
+        if user_input is not None:
+            try:
+                if plex:
+                    data, info, _ = await self._plex({**entry.data, **user_input})
+                    unique_id = info.server_id
+                else:
+                    data, info, _ = await self._jellyfin(
+                        entry.data[CONF_URL],
+                        entry.data[CONF_USERNAME],
+                        user_input.get(CONF_PASSWORD, ""),
+                        entry.data.get(CONF_VERIFY_SSL, True),
+                        # The same DeviceId: the server then retires the old token.
+                        entry.data[CONF_DEVICE_ID],
+                    )
+                    unique_id = f"{info.server_id}_{data[CONF_USER_ID]}"
+            except _FlowError as err:
+                errors["base"] = err.key
+            else:
+                await self.async_set_unique_id(unique_id)
+                self._abort_if_unique_id_mismatch(reason="unique_id_mismatch")
+                return self.async_update_reload_and_abort(entry, data={**entry.data, **data})
+        field = CONF_TOKEN if plex else CONF_PASSWORD
+        return self.async_show_form(
+            step_id="reauth_confirm",
+            data_schema=vol.Schema(
+                {vol.Required(field) if plex else vol.Optional(field, default=""): SECRET_SELECTOR}
+            ),
+            description_placeholders={"name": entry.title},
+            errors=errors,
+        )
+
+    async def async_step_reconfigure(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """A new URL for the same server."""
+        entry = self._get_reconfigure_entry()
+        errors: dict[str, str] = {}
+        if user_input is not None:
+            data = dict(entry.data)
+            try:
+                data[CONF_URL] = _check_url(user_input[CONF_URL])
+                data[CONF_VERIFY_SSL] = user_input.get(CONF_VERIFY_SSL, True)
+                plex = data[CONF_SERVER_TYPE] == ServerKind.PLEX
+                info, _ = await _validate(
+                    create_client(self.hass, data),
+                    "not_a_plex_server" if plex else "not_a_jellyfin_server",
+                )
+            except _FlowError as err:
+                errors["base"] = err.key
+            else:
+                unique_id = info.server_id if plex else f"{info.server_id}_{data[CONF_USER_ID]}"
+                await self.async_set_unique_id(unique_id)
+                self._abort_if_unique_id_mismatch(reason="unique_id_mismatch")
+                return self.async_update_reload_and_abort(entry, data=data)
+        return self.async_show_form(
+            step_id="reconfigure",
+            data_schema=self.add_suggested_values_to_schema(
+                vol.Schema(
+                    {
+                        vol.Required(CONF_URL): URL_SELECTOR,
+                        vol.Required(CONF_VERIFY_SSL, default=True): bool,
+                    }
+                ),
+                user_input
+                or {
+                    CONF_URL: entry.data[CONF_URL],
+                    CONF_VERIFY_SSL: entry.data.get(CONF_VERIFY_SSL, True),
+                },
+            ),
+            errors=errors,
+        )
+
+
+class EpisodeSyncOptionsFlow(OptionsFlow):
+    """Tunables of an entry; the libraries list comes from the server."""
+
+    async def async_step_init(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
+        """Show and store the options."""
+        errors: dict[str, str] = {}
+        if user_input is not None and user_input.get(CONF_LIBRARIES):
+            return self.async_create_entry(
+                data={
+                    **user_input,
+                    CONF_SCAN_INTERVAL: int(user_input[CONF_SCAN_INTERVAL]),
+                    CONF_NEW_EPISODE_DAYS: int(user_input[CONF_NEW_EPISODE_DAYS]),
+                    CONF_FULL_SYNC_DAYS: int(user_input[CONF_FULL_SYNC_DAYS]),
+                    CONF_MAX_CONCURRENCY: int(user_input[CONF_MAX_CONCURRENCY]),
+                }
+            )
+        if user_input is not None:
+            errors["base"] = "no_libraries_selected"
+        options = self.config_entry.options
+        try:
+            libraries = await create_client(self.hass, self.config_entry.data).libraries()
+        except MediaServerError:
+            # Offline: keep the choice as it is, by id.
+            errors["base"] = "cannot_connect"
+            libraries = [Library(id=i, title=i) for i in options.get(CONF_LIBRARIES, [])]
+
+        def number(low: int, high: int, unit: str | None = None) -> NumberSelector:
+            return NumberSelector(
+                NumberSelectorConfig(min=low, max=high, step=1, mode=NumberSelectorMode.BOX)
+                if unit is None
+                else NumberSelectorConfig(
+                    min=low, max=high, step=1, mode=NumberSelectorMode.BOX, unit_of_measurement=unit
+                )
+            )
+
+        schema = vol.Schema(
+            {
+                vol.Required(CONF_SCAN_INTERVAL): number(1, 1440, "min"),
+                vol.Required(CONF_NEW_EPISODE_DAYS): number(1, 365, "d"),
+                vol.Required(CONF_FULL_SYNC_DAYS): number(1, 90, "d"),
+                vol.Required(CONF_LIBRARIES): _library_selector(libraries),
+                vol.Required(CONF_MAX_CONCURRENCY): number(1, 20),
+            }
+        )
+        suggested = {
+            CONF_SCAN_INTERVAL: options.get(CONF_SCAN_INTERVAL, DEFAULT_SCAN_INTERVAL),
+            CONF_NEW_EPISODE_DAYS: options.get(CONF_NEW_EPISODE_DAYS, DEFAULT_NEW_EPISODE_DAYS),
+            CONF_FULL_SYNC_DAYS: options.get(CONF_FULL_SYNC_DAYS, DEFAULT_FULL_SYNC_DAYS),
+            CONF_LIBRARIES: options.get(CONF_LIBRARIES, []),
+            CONF_MAX_CONCURRENCY: options.get(CONF_MAX_CONCURRENCY, DEFAULT_MAX_CONCURRENCY),
+            **(user_input or {}),
+        }
+        return self.async_show_form(
+            step_id="init",
+            data_schema=self.add_suggested_values_to_schema(schema, suggested),
+            errors=errors,
+        )

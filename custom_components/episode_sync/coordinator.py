@@ -1,0 +1,290 @@
+"""The coordinator: runs the sync engine on a schedule and tells Home Assistant.
+
+One place maps the clients' errors onto Home Assistant's (``_async_update_data``);
+one place persists a committed sync (before the in-memory mirror moves on, so
+a failed write is a failed sync); one place fires the new-episode events.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from homeassistant.core import HomeAssistant
+from homeassistant.exceptions import ConfigEntryAuthFailed
+from homeassistant.helpers import device_registry as dr
+from homeassistant.helpers.update_coordinator import DataUpdateCoordinator, UpdateFailed
+from homeassistant.util import dt as dt_util
+
+from .api.errors import (
+    MediaServerAuthError,
+    MediaServerConnectionError,
+    MediaServerError,
+    MediaServerProtocolError,
+)
+from .api.models import Episode, ServerInfo
+from .client import MediaClient
+from .const import (
+    CONF_FULL_SYNC_DAYS,
+    CONF_LIBRARIES,
+    CONF_MAX_CONCURRENCY,
+    CONF_NEW_EPISODE_DAYS,
+    CONF_SCAN_INTERVAL,
+    DEFAULT_FULL_SYNC_DAYS,
+    DEFAULT_MAX_CONCURRENCY,
+    DEFAULT_NEW_EPISODE_DAYS,
+    DEFAULT_SCAN_INTERVAL,
+    DOMAIN,
+    EVENT_MANY_NEW_EPISODES,
+    EVENT_NEW_EPISODE,
+    LOGGER,
+    MAX_EVENTS_PER_SYNC,
+)
+from .store import EpisodeSyncStore
+from .sync import Mirror, SyncEngine, SyncMode, SyncResult, SyncState
+
+if TYPE_CHECKING:
+    from . import EpisodeSyncConfigEntry
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EpisodeView:
+    """One mirrored episode as users see it (attributes, events, action answers)."""
+
+    episode: Episode
+    server: str
+    library: str
+    show: str
+
+    def as_dict(self) -> dict[str, str | int | None]:
+        """The SPEC §7 shape: integer season/episode, ISO UTC added_at, string ids."""
+        e = self.episode
+        return {
+            "server": self.server,
+            "library": self.library,
+            "show": self.show,
+            "season": e.season,
+            "episode": e.number,
+            "title": e.title,
+            "air_date": e.air_date,
+            "added_at": datetime.fromtimestamp(e.added_at, UTC).isoformat(),
+            "episode_id": e.id,
+            "show_id": e.show_id,
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SyncSnapshot:
+    """What the entities read: the mirror and the last sync, computed once per update."""
+
+    mirror: Mirror
+    last_sync: datetime | None
+    last_full_sync: datetime | None
+    mode: SyncMode | None
+    duration: float | None
+    api_calls: int | None
+    #: Episodes added within ``new_episode_days``, newest first.
+    new_episodes: tuple[EpisodeView, ...]
+
+
+class EpisodeSyncCoordinator(DataUpdateCoordinator[SyncSnapshot]):
+    """Keeps one server's mirror up to date."""
+
+    config_entry: EpisodeSyncConfigEntry
+
+    def __init__(
+        self,
+        hass: HomeAssistant,
+        entry: EpisodeSyncConfigEntry,
+        client: MediaClient,
+        store: EpisodeSyncStore,
+        server: ServerInfo,
+    ) -> None:
+        """Bind the coordinator to an entry, its client and its store."""
+        options = entry.options
+        super().__init__(
+            hass,
+            LOGGER,
+            config_entry=entry,
+            name=f"{DOMAIN} {entry.title}",
+            update_interval=timedelta(
+                minutes=options.get(CONF_SCAN_INTERVAL, DEFAULT_SCAN_INTERVAL)
+            ),
+            always_update=False,
+        )
+        self.client = client
+        self.store = store
+        self.server = server
+        self.engine = SyncEngine(
+            client,
+            server_id=server.server_id,
+            library_ids=options.get(CONF_LIBRARIES, []),
+            max_concurrency=options.get(CONF_MAX_CONCURRENCY, DEFAULT_MAX_CONCURRENCY),
+            full_sync_interval=86_400 * options.get(CONF_FULL_SYNC_DAYS, DEFAULT_FULL_SYNC_DAYS),
+        )
+        self.new_episode_days: int = options.get(CONF_NEW_EPISODE_DAYS, DEFAULT_NEW_EPISODE_DAYS)
+        self.mirror = Mirror()
+        self.state = SyncState()
+        self.last_result: SyncResult | None = None
+        self._force_full = False
+        #: Called with the events' data of every new episode (the event entity).
+        self.new_episode_listeners: list[Callable[[dict[str, Any]], None]] = []
+
+    async def _async_setup(self) -> None:
+        """Load the stored mirror once, before the first sync."""
+        self.mirror, self.state = await self.store.async_load()
+
+    async def async_force_full_sync(self) -> None:
+        """Run a full sync now (action and button)."""
+        self._force_full = True
+        await self.async_refresh()
+
+    async def _async_update_data(self) -> SyncSnapshot:
+        """Sync, persist, then announce; map every client error in this one place."""
+        force, self._force_full = self._force_full, False
+        try:
+            result = await self.engine.sync(self.mirror, self.state, force_full=force)
+        except MediaServerAuthError as err:
+            raise ConfigEntryAuthFailed(
+                translation_domain=DOMAIN, translation_key="auth_failed"
+            ) from err
+        except MediaServerConnectionError as err:
+            self._force_full = force  # a forced sync that could not run stays owed
+            raise UpdateFailed(
+                translation_domain=DOMAIN,
+                translation_key="cannot_connect",
+                translation_placeholders={"error": str(err)},
+            ) from err
+        except MediaServerProtocolError as err:
+            self._force_full = force
+            raise UpdateFailed(
+                translation_domain=DOMAIN,
+                translation_key="invalid_response",
+                translation_placeholders={"error": str(err)},
+            ) from err
+        except MediaServerError as err:
+            self._force_full = force
+            raise UpdateFailed(
+                translation_domain=DOMAIN,
+                translation_key="sync_failed",
+                translation_placeholders={"error": str(err)},
+            ) from err
+
+        await self.store.async_save(
+            result.state, _summary(result), result.mirror if result.mirror_changed else None
+        )
+        self.mirror, self.state, self.last_result = result.mirror, result.state, result
+        LOGGER.debug(
+            "%s sync of %s: %d requests, %d added, %d removed, %d updated in %.2fs",
+            result.mode,
+            self.server.name,
+            result.api_calls,
+            len(result.added),
+            len(result.removed),
+            result.updated,
+            result.duration,
+        )
+        if not result.first_sync and result.added:
+            self._announce(result)
+        return self.snapshot()
+
+    def snapshot(self) -> SyncSnapshot:
+        """Compute what the entities show from the mirror and the last sync."""
+        state = self.state
+        result = self.last_result
+        summary = self.store.last_result
+        return SyncSnapshot(
+            mirror=self.mirror,
+            last_sync=_time(state.last_incremental_sync),
+            last_full_sync=_time(state.last_full_sync),
+            mode=result.mode if result else _mode(summary.get("mode")),
+            duration=result.duration if result else summary.get("duration"),
+            api_calls=result.api_calls if result else summary.get("api_calls"),
+            new_episodes=tuple(self.new_episodes(self.new_episode_days)),
+        )
+
+    def new_episodes(self, days: float, limit: int | None = None) -> list[EpisodeView]:
+        """Episodes added within ``days``, newest first, from the mirror only."""
+        since = dt_util.utcnow().timestamp() - days * 86_400
+        found = [
+            (episode, library.title, show.show.title)
+            for library, show, episode in self.mirror.episodes()
+            if episode.added_at >= since
+        ]
+        found.sort(key=lambda item: (item[0].added_at, item[0].id), reverse=True)
+        if limit is not None:
+            found = found[:limit]
+        return [
+            EpisodeView(episode=e, server=self.server.name, library=lib, show=show)
+            for e, lib, show in found
+        ]
+
+    def _announce(self, result: SyncResult) -> None:
+        """Fire the bus events of SPEC §5: ≤ 25 per sync, then one summary."""
+        device = dr.async_get(self.hass).async_get_device(
+            identifiers={(DOMAIN, self.config_entry.unique_id or self.config_entry.entry_id)}
+        )
+        titles = self._titles()
+        added = sorted(result.added, key=lambda e: (e.added_at, e.id))
+        for episode in added[:MAX_EVENTS_PER_SYNC]:
+            library, show = titles.get((episode.library_id, episode.show_id), ("", ""))
+            data = {
+                "config_entry_id": self.config_entry.entry_id,
+                "device_id": device.id if device else None,
+                **EpisodeView(
+                    episode=episode, server=self.server.name, library=library, show=show
+                ).as_dict(),
+            }
+            self.hass.bus.async_fire(EVENT_NEW_EPISODE, data)
+            for listener in self.new_episode_listeners:
+                listener(data)
+        rest = added[MAX_EVENTS_PER_SYNC:]
+        if rest:
+            self.hass.bus.async_fire(
+                EVENT_MANY_NEW_EPISODES,
+                {
+                    "config_entry_id": self.config_entry.entry_id,
+                    "device_id": device.id if device else None,
+                    "server": self.server.name,
+                    "count": len(rest),
+                    "shows": sorted(
+                        {titles.get((e.library_id, e.show_id), ("", ""))[1] for e in rest}
+                    ),
+                },
+            )
+
+    def _titles(self) -> dict[tuple[str, str], tuple[str, str]]:
+        return {
+            (library.id, show_id): (library.title, entry.show.title)
+            for library in self.mirror.libraries.values()
+            for show_id, entry in library.shows.items()
+        }
+
+
+def _summary(result: SyncResult) -> dict[str, Any]:
+    """The last sync, as the status store keeps it (no episode data, no secrets)."""
+    return {
+        "mode": result.mode.value,
+        "reason": result.reason.value if result.reason else None,
+        "started_at": result.started_at,
+        "duration": round(result.duration, 3),
+        "api_calls": result.api_calls,
+        "added": len(result.added),
+        "removed": len(result.removed),
+        "updated": result.updated,
+        "rekeyed": result.rekeyed,
+        "held_back": dict(result.held_back),
+    }
+
+
+def _time(value: float | None) -> datetime | None:
+    return datetime.fromtimestamp(value, UTC) if value is not None else None
+
+
+def _mode(value: Any) -> SyncMode | None:
+    try:
+        return SyncMode(value)
+    except ValueError:
+        return None
