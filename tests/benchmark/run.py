@@ -1,0 +1,307 @@
+"""Runs the benchmark scenarios and reports them (table, JSON, PNG)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+import contextlib
+from dataclasses import asdict, dataclass, field
+import math
+import platform
+import time
+import tracemalloc
+from typing import Any
+import uuid
+
+import aiohttp
+import orjson
+
+from custom_components.episode_sync.api.jellyfin import JellyfinClient
+from custom_components.episode_sync.api.plex import PlexClient
+from custom_components.episode_sync.store import decode_mirror, encode_mirror
+from custom_components.episode_sync.sync import Mirror, SyncEngine, SyncState
+
+from .naive import NaiveWalker
+from .remote import LocalSim, RemoteSim, SimInfo, SimSpec
+
+#: Scenarios in the order they run; each mutates the server, then syncs once.
+SCENARIOS = (
+    "initial",
+    "unchanged",
+    "added",
+    "removed",
+    "renamed",
+    "watched",
+    "new_show",
+    "forced_full",
+)
+#: Plex does not move a library's markers for watch state: the change is seen
+#: at the hourly show check, so the benchmark's clock jumps an hour for it.
+HOUR = 3600.0
+
+
+@dataclass(slots=True)
+class Measure:
+    """One scenario's figures."""
+
+    scenario: str
+    mode: str
+    requests: int
+    seconds: float
+    bytes_received: int
+    store_writes: int
+    store_bytes: int
+    max_loop_block_ms: float
+    added: int
+    removed: int
+    updated: int
+
+
+@dataclass(slots=True)
+class Run:
+    """One server and library size, ours beside the naive walk."""
+
+    server: str
+    shows: int
+    episodes: int
+    latency_ms: float
+    naive_requests: int = 0
+    naive_seconds: float = 0.0
+    naive_bytes: int = 0
+    mirror_bytes: int = 0
+    mirror_peak_bytes: int = 0
+    store_file_bytes: int = 0
+    scenarios: list[Measure] = field(default_factory=list)
+
+
+class LoopMonitor:
+    """Measures the longest time the event loop could not run a 5 ms ticker."""
+
+    def __init__(self) -> None:
+        """Create an idle monitor."""
+        self.max_block = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    async def _tick(self) -> None:
+        while True:
+            start = time.perf_counter()
+            await asyncio.sleep(0.005)
+            self.max_block = max(self.max_block, time.perf_counter() - start - 0.005)
+
+    @contextlib.asynccontextmanager
+    async def watch(self) -> AsyncIterator[LoopMonitor]:
+        """Monitor the loop while the block runs."""
+        self.max_block = 0.0
+        self._task = asyncio.create_task(self._tick())
+        await asyncio.sleep(0)
+        try:
+            yield self
+        finally:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
+async def _client(
+    session: aiohttp.ClientSession, server: str, sim: SimInfo
+) -> PlexClient | JellyfinClient:
+    if server == "plex":
+        return PlexClient(session, sim.url, sim.token, client_id=uuid.uuid4().hex)
+    client = JellyfinClient(session, sim.url, device_id=uuid.uuid4().hex)
+    await client.login(sim.username, sim.password)
+    await client.public_info()
+    return client
+
+
+async def run_server(
+    spec: SimSpec, *, concurrency: int = 5, remote: bool = True, naive: bool = True
+) -> Run:
+    """Run every scenario on one server and size, then the naive walk."""
+    handle: LocalSim | RemoteSim = RemoteSim(spec) if remote else LocalSim(spec)
+    sim = await handle.start()
+    total = spec.shows * spec.seasons * spec.episodes
+    run = Run(server=spec.server, shows=spec.shows, episodes=total, latency_ms=spec.latency * 1000)
+    now = time.time()
+    monitor = LoopMonitor()
+    try:
+        async with aiohttp.ClientSession() as session:
+            client = await _client(session, spec.server, sim)
+            info = await client.server_info()
+            engine = SyncEngine(
+                client,
+                server_id=info.server_id,
+                library_ids=sim.library_ids,
+                max_concurrency=concurrency,
+                clock=lambda: now,
+            )
+            mirror, state = Mirror(), SyncState()
+            for scenario in SCENARIOS:
+                if scenario not in ("initial", "unchanged", "forced_full"):
+                    await handle.call(scenario)
+                if scenario == "watched":
+                    now += HOUR
+                now += 600
+                await handle.call("advance")
+                await handle.call("clear")
+                async with monitor.watch():
+                    started = time.perf_counter()
+                    result = await engine.sync(mirror, state, force_full=scenario == "forced_full")
+                    store_bytes = 0
+                    if result.mirror_changed:
+                        # What Home Assistant's Store does on a write (in the loop before 2025.12).
+                        store_bytes = len(orjson.dumps(encode_mirror(result.mirror)))
+                    seconds = time.perf_counter() - started
+                requests, received = await handle.call("stats")
+                assert requests == result.api_calls, (requests, result.api_calls)
+                mirror, state = result.mirror, result.state
+                run.scenarios.append(
+                    Measure(
+                        scenario=scenario,
+                        mode=result.mode.value,
+                        requests=result.api_calls,
+                        seconds=seconds,
+                        bytes_received=received,
+                        store_writes=int(result.mirror_changed),
+                        store_bytes=store_bytes,
+                        max_loop_block_ms=monitor.max_block * 1000,
+                        added=len(result.added),
+                        removed=len(result.removed),
+                        updated=result.updated,
+                    )
+                )
+            run.mirror_bytes, run.mirror_peak_bytes, run.store_file_bytes = _mirror_memory(mirror)
+            if naive:
+                walker = NaiveWalker(session, sim.url, _naive_headers(spec.server, client))
+                started = time.perf_counter()
+                if spec.server == "plex":
+                    seen = await walker.plex(sim.library_ids, concurrency)
+                else:
+                    assert isinstance(client, JellyfinClient)
+                    seen = await walker.jellyfin(client.user_id or "", sim.library_ids, concurrency)
+                run.naive_seconds = time.perf_counter() - started
+                run.naive_requests, run.naive_bytes = walker.requests, walker.bytes
+                assert seen == mirror.episode_count, (seen, mirror.episode_count)
+    finally:
+        await handle.close()
+    return run
+
+
+def _naive_headers(server: str, client: PlexClient | JellyfinClient) -> dict[str, str]:
+    if isinstance(client, PlexClient):
+        return {"X-Plex-Token": client.token, "X-Plex-Client-Identifier": "naive"}
+    return {"Authorization": client.authorization_header()}
+
+
+def _mirror_memory(mirror: Mirror) -> tuple[int, int, int]:
+    """Memory held by a mirror (rebuilt from its stored form) and its file size."""
+    encoded = orjson.dumps(encode_mirror(mirror))
+    data = orjson.loads(encoded)
+    tracemalloc.start()
+    rebuilt = decode_mirror(data)
+    current, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert rebuilt.episode_count == mirror.episode_count
+    return current, peak, len(encoded)
+
+
+# -- reporting ------------------------------------------------------------------------
+
+
+def targets(run: Run, libraries: int = 1) -> dict[str, bool]:
+    """The SPEC §6 targets, checked against one run."""
+    by = {m.scenario: m for m in run.scenarios}
+    unchanged_budget = 1 if run.server == "plex" else libraries + 1
+    initial_budget = (2 + math.ceil(run.episodes / 500)) * libraries + 1
+    checks = {
+        "unchanged requests": by["unchanged"].requests <= unchanged_budget,
+        "unchanged store writes = 0": by["unchanged"].store_writes == 0,
+        "added <= 4 requests": by["added"].requests <= 4,
+        "removed <= 4 requests": by["removed"].requests <= 4,
+        "initial <= 2 + ceil(episodes/500) per library": by["initial"].requests <= initial_budget,
+    }
+    if run.naive_seconds:
+        checks["initial >= 10x faster than naive"] = run.naive_seconds >= 10 * by["initial"].seconds
+    if run.episodes >= 100_000:
+        checks["loop block <= 50 ms"] = all(m.max_loop_block_ms <= 50 for m in run.scenarios)
+    return checks
+
+
+def table(runs: list[Run]) -> str:
+    """A readable table of every run (also pasted into the README)."""
+    lines = []
+    for run in runs:
+        lines.append(
+            f"\n{run.server} — {run.shows} shows / {run.episodes:,} episodes, "
+            f"{run.latency_ms:.0f} ms per request"
+        )
+        lines.append(
+            "| scenario | mode | requests (ours / naive) | time s (ours / naive) | "
+            "KiB received | store writes | store KiB | max loop block ms |"
+        )
+        lines.append("|---|---|---|---|---|---|---|---|")
+        for m in run.scenarios:
+            naive_req = f"{run.naive_requests:,}" if run.naive_requests else "-"
+            naive_s = f"{run.naive_seconds:.2f}" if run.naive_seconds else "-"
+            lines.append(
+                f"| {m.scenario} | {m.mode} | {m.requests} / {naive_req} | "
+                f"{m.seconds:.3f} / {naive_s} | {m.bytes_received / 1024:,.1f} | "
+                f"{m.store_writes} | {m.store_bytes / 1024:,.0f} | {m.max_loop_block_ms:.1f} |"
+            )
+        lines.append(
+            f"mirror in memory {run.mirror_bytes / 2**20:.1f} MiB "
+            f"(peak while loading {run.mirror_peak_bytes / 2**20:.1f} MiB), "
+            f"library store file {run.store_file_bytes / 2**20:.2f} MiB"
+        )
+        failed = [name for name, ok in targets(run).items() if not ok]
+        lines.append("targets: " + ("all met" if not failed else "MISSED: " + ", ".join(failed)))
+    return "\n".join(lines)
+
+
+def machine() -> dict[str, Any]:
+    """Where the figures were measured."""
+    return {
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "system": platform.system(),
+        "processor": platform.processor() or "unknown",
+    }
+
+
+def to_json(runs: list[Run], settings: dict[str, Any]) -> bytes:
+    """Everything measured, for later comparison."""
+    return orjson.dumps(
+        {
+            "machine": machine(),
+            "settings": settings,
+            "runs": [{**asdict(run), "targets": targets(run)} for run in runs],
+        },
+        option=orjson.OPT_INDENT_2,
+    )
+
+
+def chart(runs: list[Run], path: str) -> None:
+    """Requests and time per scenario, ours vs naive, on log scales."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(runs), 2, figsize=(14, 3.2 * len(runs)), squeeze=False)
+    for row, run in enumerate(runs):
+        names = [m.scenario for m in run.scenarios]
+        x = range(len(names))
+        for col, (label, ours, naive) in enumerate(
+            (
+                ("requests", [m.requests for m in run.scenarios], run.naive_requests),
+                ("seconds", [m.seconds for m in run.scenarios], run.naive_seconds),
+            )
+        ):
+            ax = axes[row][col]
+            ax.bar([i - 0.2 for i in x], [max(v, 1e-3) for v in ours], 0.4, label="Episode Sync")
+            ax.bar([i + 0.2 for i in x], [max(naive, 1e-3)] * len(names), 0.4, label="naive walk")
+            ax.set_yscale("log")
+            ax.set_xticks(list(x), names, rotation=30, fontsize=8)
+            ax.set_title(f"{run.server}, {run.episodes:,} episodes: {label}", fontsize=9)
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
