@@ -333,7 +333,7 @@ class SyncEngine:
         self._max_concurrency = max(1, max_concurrency)
         self._full_sync_interval = full_sync_interval
         # Looked up at each call (not bound at import) so test clocks apply.
-        self._clock = clock or (lambda: time.time())
+        self._clock = clock or (lambda: time.time())  # noqa: PLW0108
 
     async def sync(
         self, mirror: Mirror, state: SyncState, *, force_full: bool = False

@@ -1,0 +1,172 @@
+"""The sync scenarios on Jellyfin, through Home Assistant, for each simulated version.
+
+Jellyfin differs by version where it matters most to a mirror: the delta
+filter (``MinDateLastSaved`` alone fails before 10.11) and legacy auth (off in
+12.0). Every scenario runs against 10.10, 10.11 and 12.0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+import math
+from typing import Any
+
+from freezegun.api import FrozenDateTimeFactory
+from homeassistant.core import HomeAssistant
+from homeassistant.helpers.storage import Store
+import pytest
+from pytest_homeassistant_custom_component.common import async_capture_events
+
+from custom_components.episode_sync.const import DOMAIN, EVENT_NEW_EPISODE
+from tests.helpers import (
+    jellyfin_entry,
+    mirror_rows,
+    model_rows,
+    next_poll,
+    setup_entry,
+    state_of,
+    stored_mirror,
+    tv_library_ids,
+)
+from tests.simulator.jellyfin import JellyfinSimulator
+
+VERSIONS = ["10.10.7", "10.11.7", "12.0.0"]
+
+
+@pytest.fixture
+def library_writes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record every write of a library store (the mirror)."""
+    writes: list[str] = []
+    original = Store.async_save
+
+    async def spy(self: Store[Any], data: Any) -> None:
+        if self.key.startswith(DOMAIN) and self.key.endswith(".library"):
+            writes.append(self.key)
+        await original(self, data)
+
+    monkeypatch.setattr(Store, "async_save", spy)
+    return writes
+
+
+@pytest.fixture(params=VERSIONS)
+async def jellyfin(
+    request: pytest.FixtureRequest, socket_enabled: Any
+) -> AsyncIterator[JellyfinSimulator]:
+    """A Jellyfin simulator of each version, 40 shows x 5 seasons x 10 episodes."""
+    sim = JellyfinSimulator(version=request.param)
+    sim.model.generate(shows=40, seasons=5, episodes=10, seed=11)
+    await sim.start()
+    yield sim
+    await sim.close()
+
+
+def _sync_requests(sim: JellyfinSimulator) -> list[str]:
+    return [r.path for r in sim.requests if r.path != "/System/Info/Public"]
+
+
+async def test_initial_and_unchanged(
+    hass: HomeAssistant,
+    jellyfin: JellyfinSimulator,
+    freezer: FrozenDateTimeFactory,
+    hass_storage: dict[str, Any],
+    library_writes: list[str],
+) -> None:
+    """Initial: paged library-wide; unchanged: one listing per library plus one delta."""
+    entry = await jellyfin_entry(jellyfin)
+    jellyfin.clear_log()
+    await setup_entry(hass, entry)
+
+    assert state_of(hass, entry, "sensor", "episodes") == "2000"
+    initial = _sync_requests(jellyfin)
+    libraries = len(tv_library_ids(jellyfin.model))
+    assert len(initial) <= (2 + math.ceil(2000 / 500)) * libraries
+    assert not any("/Seasons" in path for path in initial)
+    assert not any(r.query.get("seasonId") for r in jellyfin.requests)
+    library_ids = tv_library_ids(jellyfin.model)
+    assert mirror_rows(stored_mirror(hass_storage, entry)) == model_rows(
+        jellyfin.model, library_ids
+    )
+
+    jellyfin.clear_log()
+    library_writes.clear()
+    await next_poll(hass, freezer)
+    assert len(jellyfin.requests) <= libraries + 1
+    assert library_writes == []
+    assert state_of(hass, entry, "sensor", "sync_mode") == "incremental"
+
+
+async def test_added_episode_with_an_old_file_date_is_new(
+    hass: HomeAssistant,
+    jellyfin: JellyfinSimulator,
+    freezer: FrozenDateTimeFactory,
+    hass_storage: dict[str, Any],
+) -> None:
+    """DateCreated years old (a copied file), but new to the library: announced."""
+    entry = await jellyfin_entry(jellyfin)
+    await setup_entry(hass, entry)
+    events = async_capture_events(hass, EVENT_NEW_EPISODE)
+    library_id = tv_library_ids(jellyfin.model)[0]
+    show = next(iter(jellyfin.model.libraries[library_id].shows.values()))
+    old_file = int(datetime(2018, 5, 1, tzinfo=UTC).timestamp())
+
+    episode = jellyfin.model.add_episode(
+        show.id, 7, 1, title="Found on an old drive", file_created_at=old_file
+    )
+    jellyfin.clear_log()
+    await next_poll(hass, freezer)
+
+    assert len(jellyfin.requests) <= 4
+    assert len(events) == 1
+    assert events[0].data["episode_id"] == episode.id
+    assert events[0].data["title"] == "Found on an old drive"
+    assert datetime.fromisoformat(events[0].data["added_at"]).year == datetime.now(UTC).year
+    assert state_of(hass, entry, "sensor", "new_episodes") == "1"
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        pytest.param(lambda sim, ep: sim.model.remove_episode(ep.id), id="removed"),
+        pytest.param(lambda sim, ep: sim.model.rename_episode(ep.id, "Renamed"), id="renamed"),
+        pytest.param(lambda sim, ep: sim.model.set_watched(ep.id), id="watched"),
+    ],
+)
+async def test_one_episode_changed(
+    hass: HomeAssistant,
+    jellyfin: JellyfinSimulator,
+    freezer: FrozenDateTimeFactory,
+    hass_storage: dict[str, Any],
+    mutate: Callable[[JellyfinSimulator, Any], object],
+) -> None:
+    """Removed, renamed or watched: at most 4 requests, mirror exact, no event."""
+    entry = await jellyfin_entry(jellyfin)
+    await setup_entry(hass, entry)
+    events = async_capture_events(hass, EVENT_NEW_EPISODE)
+    library_ids = tv_library_ids(jellyfin.model)
+    episode = list(jellyfin.model.libraries[library_ids[0]].episodes())[17]
+
+    mutate(jellyfin, episode)
+    jellyfin.clear_log()
+    await next_poll(hass, freezer)
+
+    assert len(jellyfin.requests) <= 4
+    assert mirror_rows(stored_mirror(hass_storage, entry)) == model_rows(
+        jellyfin.model, library_ids
+    )
+    assert events == []
+
+
+async def test_delta_filter_is_version_gated(
+    hass: HomeAssistant, jellyfin: JellyfinSimulator, freezer: FrozenDateTimeFactory
+) -> None:
+    """Below 10.11 only ``MinDateLastSavedForUser`` works; the client picks by version."""
+    entry = await jellyfin_entry(jellyfin)
+    await setup_entry(hass, entry)
+    jellyfin.clear_log()
+    await next_poll(hass, freezer)
+    sent = [key for r in jellyfin.requests for key in r.query if key.startswith("MinDateLastSaved")]
+    expected = (
+        "MinDateLastSavedForUser" if jellyfin.version_tuple < (10, 11) else "MinDateLastSaved"
+    )
+    assert sent == [expected]
