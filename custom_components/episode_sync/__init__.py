@@ -13,7 +13,7 @@ from homeassistant.helpers.typing import ConfigType
 
 from .api.errors import MediaServerAuthError, MediaServerError
 from .client import MediaClient, create_client
-from .const import DOMAIN
+from .const import CONF_MAX_CONCURRENCY, DEFAULT_MAX_CONCURRENCY, DOMAIN
 from .coordinator import EpisodeSyncCoordinator
 from .services import async_setup_services
 from .store import EpisodeSyncStore
@@ -42,7 +42,11 @@ async def async_setup(hass: HomeAssistant, config: ConfigType) -> bool:
 
 async def async_setup_entry(hass: HomeAssistant, entry: EpisodeSyncConfigEntry) -> bool:
     """Verify the server, load the mirror, run the first sync, add the entities."""
-    client = create_client(hass, entry.data)
+    client = create_client(
+        hass,
+        entry.data,
+        max_concurrency=entry.options.get(CONF_MAX_CONCURRENCY, DEFAULT_MAX_CONCURRENCY),
+    )
     try:
         server = await client.server_info()
     except MediaServerAuthError as err:

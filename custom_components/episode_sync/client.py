@@ -17,12 +17,20 @@ from homeassistant.helpers.aiohttp_client import async_get_clientsession
 from .api.jellyfin import JellyfinClient
 from .api.models import ServerKind
 from .api.plex import PlexClient
-from .const import CONF_CLIENT_ID, CONF_DEVICE_ID, CONF_SERVER_TYPE, CONF_USER_ID
+from .const import (
+    CONF_CLIENT_ID,
+    CONF_DEVICE_ID,
+    CONF_SERVER_TYPE,
+    CONF_USER_ID,
+    DEFAULT_MAX_CONCURRENCY,
+)
 
 type MediaClient = PlexClient | JellyfinClient
 
 
-def create_client(hass: HomeAssistant, data: Mapping[str, Any]) -> MediaClient:
+def create_client(
+    hass: HomeAssistant, data: Mapping[str, Any], *, max_concurrency: int = DEFAULT_MAX_CONCURRENCY
+) -> MediaClient:
     """Return a client for the server described by config entry data."""
     verify_ssl = bool(data.get(CONF_VERIFY_SSL, True))
     session = async_get_clientsession(hass, verify_ssl=verify_ssl)
@@ -33,6 +41,7 @@ def create_client(hass: HomeAssistant, data: Mapping[str, Any]) -> MediaClient:
             data[CONF_TOKEN],
             client_id=data[CONF_CLIENT_ID],
             verify_ssl=verify_ssl,
+            max_concurrency=max_concurrency,
         )
     return JellyfinClient(
         session,
@@ -41,4 +50,5 @@ def create_client(hass: HomeAssistant, data: Mapping[str, Any]) -> MediaClient:
         token=data.get(CONF_TOKEN),
         user_id=data.get(CONF_USER_ID),
         verify_ssl=verify_ssl,
+        max_concurrency=max_concurrency,
     )

@@ -36,6 +36,7 @@ from typing import Protocol
 
 from .api.errors import MediaServerProtocolError
 from .api.models import Episode, Library, ServerInfo, Show
+from .api.paging import bounded_gather
 
 #: The cursor is moved back by this much before each delta query: Plex's
 #: ``>>=`` is strict with one-second resolution and Jellyfin leaves a new row's
@@ -388,8 +389,10 @@ class SyncEngine:
         libraries = [lib for lib in await backend.libraries() if lib.id in self._library_ids]
 
         async def fetch(library: Library) -> tuple[Library, list[Show], list[Episode]]:
-            shows = await backend.shows(library.id)
-            return library, shows, await backend.episodes(library.id)
+            shows, episodes = await bounded_gather(
+                (backend.shows(library.id), backend.episodes(library.id)), 2
+            )
+            return library, shows, episodes  # type: ignore[return-value]  # one list per job
 
         listings = await self._gather(fetch(library) for library in libraries)
         builder = self._builder(mirror)
@@ -612,18 +615,7 @@ class SyncEngine:
 
     async def _gather[T](self, jobs: Iterable[Awaitable[T]]) -> list[T]:
         """Run jobs with at most ``max_concurrency`` at once; fail fast on the first error."""
-        semaphore = asyncio.Semaphore(self._max_concurrency)
-
-        async def run(job: Awaitable[T]) -> T:
-            async with semaphore:
-                return await job
-
-        try:
-            async with asyncio.TaskGroup() as group:
-                tasks = [group.create_task(run(job)) for job in jobs]
-        except BaseExceptionGroup as group_error:
-            raise group_error.exceptions[0] from None
-        return [task.result() for task in tasks]
+        return await bounded_gather(jobs, self._max_concurrency)
 
 
 def _agrees(show: Show, fresh: Mapping[str, Episode] | None, old: ShowMirror | None) -> bool:

@@ -39,6 +39,7 @@ from .errors import (
     WrongServerError,
 )
 from .models import Episode, Library, ServerInfo, ServerKind, Show
+from .paging import fetch_all
 
 CLIENT_NAME = "Home Assistant"
 DEVICE_NAME = "Episode Sync"
@@ -96,6 +97,7 @@ class JellyfinClient:
         verify_ssl: bool = True,
         timeout: float = 30.0,
         page_size: int = 500,
+        max_concurrency: int = 5,
         client_version: str = "1.0.0",
     ) -> None:
         """Bind to a server; the session is Home Assistant's shared one."""
@@ -107,6 +109,8 @@ class JellyfinClient:
         self._ssl = bool(verify_ssl)
         self._timeout = timeout
         self._page_size = page_size
+        #: Pages of one listing fetched at once once the total is known.
+        self._concurrency = max_concurrency
         self._client_version = client_version
         self.version: tuple[int, ...] | None = None
         self._requests = 0
@@ -193,35 +197,30 @@ class JellyfinClient:
             raise MediaServerProtocolError(f"Jellyfin sent malformed JSON for {path}") from err
 
     async def _items(self, path: str, params: Mapping[str, str]) -> list[dict[str, Any]]:
-        """Every item of a QueryResult listing, page by page.
+        """Every item of a QueryResult listing.
 
-        The first page asks for the total; the loop follows ``StartIndex``
-        by what was actually served, so a server that caps pages costs its
-        pages and nothing is skipped.
+        Only the first page asks for the total (the count query costs the
+        server); the others follow at the stride the server really serves.
         """
-        items: list[dict[str, Any]] = []
-        start = 0
-        total: int | None = None
-        while True:
-            page = await self._request(
+
+        async def page(start: int, size: int) -> tuple[list[dict[str, Any]], int | None]:
+            first = start == 0
+            reply = await self._request(
                 "GET",
                 path,
                 {
                     **params,
                     "StartIndex": str(start),
-                    "Limit": str(self._page_size),
-                    "EnableTotalRecordCount": "true" if total is None else "false",
+                    "Limit": str(size),
+                    "EnableTotalRecordCount": "true" if first else "false",
                 },
             )
-            if not isinstance(page, dict) or not isinstance(page.get("Items"), list):
+            if not isinstance(reply, dict) or not isinstance(reply.get("Items"), list):
                 raise MediaServerProtocolError(f"Jellyfin sent no Items list for {path}")
-            batch = page["Items"]
-            items.extend(batch)
-            if total is None:
-                total = int(page.get("TotalRecordCount", len(batch)))
-            start += len(batch)
-            if not batch or start >= total:
-                return items
+            total = reply.get("TotalRecordCount") if first else None
+            return reply["Items"], int(total) if isinstance(total, int) else None
+
+        return await fetch_all(page, self._page_size, self._concurrency)
 
     def _user(self) -> str:
         if not self.user_id:

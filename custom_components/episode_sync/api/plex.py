@@ -33,6 +33,7 @@ from .errors import (
     WrongServerError,
 )
 from .models import Episode, Library, ServerInfo, ServerKind, Show
+from .paging import fetch_all
 
 PRODUCT = "Episode Sync"
 VERSION = "0.1.0"
@@ -81,6 +82,7 @@ class PlexClient:
         verify_ssl: bool = True,
         timeout: float = 30.0,
         page_size: int = 500,
+        max_concurrency: int = 5,
     ) -> None:
         """Bind to a server; the session is Home Assistant's shared one."""
         self._session = session
@@ -91,6 +93,8 @@ class PlexClient:
         self._ssl = bool(verify_ssl)
         self._timeout = timeout
         self._page_size = page_size
+        #: Pages of one listing fetched at once once the total is known.
+        self._concurrency = max_concurrency
         self._requests = 0
         self._server_clock: int | None = None
         #: Some servers may reject ``updatedAt`` on episodes; then ``addedAt``.
@@ -184,11 +188,13 @@ class PlexClient:
     async def _paged(
         self, path: str, params: Mapping[str, str], *, page_size: int | None = None
     ) -> list[dict[str, Any]]:
-        """Every ``Metadata`` row of a listing, page by page (docs: plex §3)."""
-        size = page_size or self._page_size
-        rows: list[dict[str, Any]] = []
-        start = 0
-        while True:
+        """Every ``Metadata`` row of a listing (docs: plex §3).
+
+        Start and Size are always sent together (Size alone is ignored);
+        a missing ``totalSize`` means this page is everything (plexapi).
+        """
+
+        async def page(start: int, size: int) -> tuple[list[dict[str, Any]], int | None]:
             container = await self._get(
                 path,
                 {
@@ -197,17 +203,12 @@ class PlexClient:
                     "X-Plex-Container-Size": str(size),
                 },
             )
-            page = container.get("Metadata") or []
-            if not isinstance(page, list):
+            rows = container.get("Metadata") or []
+            if not isinstance(rows, list):
                 raise MediaServerProtocolError(f"Plex sent a bad Metadata list for {path}")
-            rows.extend(page)
-            served = _int(container.get("size"), len(page)) or 0
-            total = _int(container.get("totalSize"))
-            offset = _int(container.get("offset"), start) or 0
-            # Never infer the end from a short page: the server may cap pages.
-            if served == 0 or total is None or offset + served >= total:
-                return rows
-            start = offset + served
+            return rows, _int(container.get("totalSize"))
+
+        return await fetch_all(page, page_size or self._page_size, self._concurrency)
 
     # -- identity ---------------------------------------------------------------------
 
