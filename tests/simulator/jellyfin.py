@@ -218,7 +218,7 @@ class JellyfinSimulator(SimServer):
         return None
 
     async def _public_info(self, request: web.Request) -> web.Response:
-        if refused := self._gate(request, auth=False):
+        if (refused := self._gate(request, auth=False)) is not None:
             return refused
         return web.json_response(
             {
@@ -233,7 +233,7 @@ class JellyfinSimulator(SimServer):
         )
 
     async def _login(self, request: web.Request) -> web.Response:
-        if refused := self._gate(request, auth=False):
+        if (refused := self._gate(request, auth=False)) is not None:
             return refused
         fields = self._auth_fields(request)
         if not all(fields.get(k) for k in ("Client", "Device", "DeviceId", "Version")):
@@ -267,7 +267,7 @@ class JellyfinSimulator(SimServer):
         )
 
     async def _views(self, request: web.Request) -> web.Response:
-        if refused := self._gate(request):
+        if (refused := self._gate(request)) is not None:
             return refused
         if request.path.endswith("/UserViews") and self.version_tuple < (10, 9):
             return web.Response(status=404)
@@ -293,7 +293,7 @@ class JellyfinSimulator(SimServer):
     # -- item listings ------------------------------------------------------------------------
 
     async def _items(self, request: web.Request) -> web.Response:
-        if refused := self._gate(request):
+        if (refused := self._gate(request)) is not None:
             return refused
         self._refresh_pending()
         q = {k.lower(): v for k, v in request.query.items()}
@@ -346,7 +346,7 @@ class JellyfinSimulator(SimServer):
         return self._page(q, rows)
 
     async def _show_episodes(self, request: web.Request) -> web.Response:
-        if refused := self._gate(request):
+        if (refused := self._gate(request)) is not None:
             return refused
         show = self.model.find_show(request.match_info["sid"])
         if show is None:
@@ -364,7 +364,7 @@ class JellyfinSimulator(SimServer):
         return self._page(q, rows)
 
     async def _seasons(self, request: web.Request) -> web.Response:
-        if refused := self._gate(request):
+        if (refused := self._gate(request)) is not None:
             return refused
         show = self.model.find_show(request.match_info["sid"])
         if show is None:

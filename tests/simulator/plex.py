@@ -231,7 +231,7 @@ class PlexSimulator(SimServer):
         )
 
     async def _root(self, request: web.Request) -> web.Response:
-        if denied := self._guard(request):
+        if (denied := self._guard(request)) is not None:
             return denied
         return self._reply(
             request,
@@ -248,7 +248,7 @@ class PlexSimulator(SimServer):
         )
 
     async def _sections(self, request: web.Request) -> web.Response:
-        if denied := self._guard(request):
+        if (denied := self._guard(request)) is not None:
             return denied
         directory = []
         for library in self.model.libraries.values():
@@ -291,7 +291,7 @@ class PlexSimulator(SimServer):
     # -- listings -----------------------------------------------------------------------
 
     async def _section_all(self, request: web.Request) -> web.Response:
-        if denied := self._guard(request):
+        if (denied := self._guard(request)) is not None:
             return denied
         library = self.model.libraries.get(request.match_info["section"])
         if library is None:
@@ -312,7 +312,7 @@ class PlexSimulator(SimServer):
         return self._listing(request, rows, library_id=library.id, title=library.title)
 
     async def _section_leaves(self, request: web.Request) -> web.Response:
-        if denied := self._guard(request):
+        if (denied := self._guard(request)) is not None:
             return denied
         library = self.model.libraries.get(request.match_info["section"])
         if library is None:
@@ -321,7 +321,7 @@ class PlexSimulator(SimServer):
         return self._listing(request, rows, library_id=library.id, title=library.title)
 
     async def _show_leaves(self, request: web.Request) -> web.Response:
-        if denied := self._guard(request):
+        if (denied := self._guard(request)) is not None:
             return denied
         show = self.model.find_show(request.match_info["key"])
         if show is None:
@@ -331,7 +331,7 @@ class PlexSimulator(SimServer):
 
     async def _children(self, request: web.Request) -> web.Response:
         """A show's seasons, or a season's episodes (what a naive walk asks for)."""
-        if denied := self._guard(request):
+        if (denied := self._guard(request)) is not None:
             return denied
         key = request.match_info["key"]
         show = self.model.find_show(key)
@@ -353,7 +353,7 @@ class PlexSimulator(SimServer):
         return self._not_found()
 
     async def _metadata(self, request: web.Request) -> web.Response:
-        if denied := self._guard(request):
+        if (denied := self._guard(request)) is not None:
             return denied
         ids = request.match_info["ids"].split(",")
         rows: list[dict[str, Any]] = []
@@ -367,7 +367,7 @@ class PlexSimulator(SimServer):
         return self._reply(request, {"size": len(rows), "Metadata": rows})
 
     async def _thumb(self, request: web.Request) -> web.Response:
-        if denied := self._guard(request):
+        if (denied := self._guard(request)) is not None:
             return denied
         key = request.match_info["key"]
         if self.model.find_show(key) is None and self.model.find_episode(key) is None:

@@ -1,0 +1,363 @@
+"""The config flow, options, reauth and reconfigure, against the simulators over HTTP."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+import socket
+from typing import Any
+from unittest.mock import patch
+
+from aiohttp import web
+from homeassistant import config_entries
+from homeassistant.const import (
+    CONF_PASSWORD,
+    CONF_TOKEN,
+    CONF_URL,
+    CONF_USERNAME,
+    CONF_VERIFY_SSL,
+)
+from homeassistant.core import HomeAssistant
+from homeassistant.data_entry_flow import FlowResultType
+import pytest
+
+from custom_components.episode_sync.const import (
+    CONF_CLIENT_ID,
+    CONF_DEVICE_ID,
+    CONF_LIBRARIES,
+    CONF_MAX_CONCURRENCY,
+    CONF_SCAN_INTERVAL,
+    CONF_SERVER_TYPE,
+    CONF_USER_ID,
+    DOMAIN,
+)
+from tests.helpers import jellyfin_entry, plex_entry, tv_library_ids
+from tests.simulator.jellyfin import JellyfinSimulator
+from tests.simulator.plex import PlexSimulator
+
+
+@pytest.fixture(autouse=True)
+def no_setup() -> Any:
+    """The flow is tested on its own: creating an entry does not set it up."""
+    with patch("custom_components.episode_sync.async_setup_entry", return_value=True):
+        yield
+
+
+@pytest.fixture
+async def web_page(socket_enabled: Any) -> AsyncIterator[str]:
+    """A web server that is not a media server (a router's page)."""
+    app = web.Application()
+    app.router.add_get(
+        "/{tail:.*}", lambda _: web.Response(text="<html>Router</html>", content_type="text/html")
+    )
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    yield f"http://127.0.0.1:{port}"
+    await runner.cleanup()
+
+
+def closed_port_url() -> str:
+    """A URL on which nothing listens."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+async def _menu(hass: HomeAssistant, choice: str) -> dict[str, Any]:
+    result = await hass.config_entries.flow.async_init(
+        DOMAIN, context={"source": config_entries.SOURCE_USER}
+    )
+    assert result["type"] is FlowResultType.MENU
+    assert result["menu_options"] == ["plex", "jellyfin"]
+    result = await hass.config_entries.flow.async_configure(
+        result["flow_id"], {"next_step_id": choice}
+    )
+    assert result["type"] is FlowResultType.FORM
+    assert result["step_id"] == choice
+    return result  # type: ignore[no-any-return]
+
+
+async def test_plex_happy_path(hass: HomeAssistant, plex_sim: PlexSimulator) -> None:
+    result = await _menu(hass, "plex")
+    result = await hass.config_entries.flow.async_configure(
+        result["flow_id"],
+        {CONF_URL: plex_sim.url + "/", CONF_TOKEN: plex_sim.token, CONF_VERIFY_SSL: True},
+    )
+    assert result["type"] is FlowResultType.FORM
+    assert result["step_id"] == "libraries"
+    library_ids = tv_library_ids(plex_sim.model)
+    result = await hass.config_entries.flow.async_configure(
+        result["flow_id"], {CONF_LIBRARIES: library_ids}
+    )
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert result["title"] == plex_sim.name
+    entry = result["result"]
+    assert entry.unique_id == plex_sim.machine_id
+    assert entry.data[CONF_SERVER_TYPE] == "plex"
+    assert entry.data[CONF_URL] == plex_sim.url
+    assert entry.data[CONF_TOKEN] == plex_sim.token
+    assert len(entry.data[CONF_CLIENT_ID]) == 32
+    assert entry.options[CONF_LIBRARIES] == library_ids
+    assert entry.options[CONF_SCAN_INTERVAL] == 10
+    # The client identified itself and asked for JSON on every request.
+    assert all(r.headers.get("Accept") == "application/json" for r in plex_sim.requests)
+
+
+async def test_jellyfin_happy_path(hass: HomeAssistant, jellyfin_sim: JellyfinSimulator) -> None:
+    result = await _menu(hass, "jellyfin")
+    result = await hass.config_entries.flow.async_configure(
+        result["flow_id"],
+        {
+            CONF_URL: jellyfin_sim.url,
+            CONF_USERNAME: "alice",
+            CONF_PASSWORD: "secret",
+            CONF_VERIFY_SSL: True,
+        },
+    )
+    assert result["step_id"] == "libraries"
+    result = await hass.config_entries.flow.async_configure(
+        result["flow_id"], {CONF_LIBRARIES: tv_library_ids(jellyfin_sim.model)}
+    )
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    entry = result["result"]
+    user_id = jellyfin_sim.user_ids["alice"]
+    assert entry.unique_id == f"{jellyfin_sim.server_id}_{user_id}"
+    assert entry.title == jellyfin_sim.name
+    assert entry.data[CONF_USER_ID] == user_id
+    assert entry.data[CONF_TOKEN] in jellyfin_sim.tokens
+    assert len(entry.data[CONF_DEVICE_ID]) == 32
+    assert CONF_PASSWORD not in entry.data
+    assert "secret" not in str(entry.data) + str(entry.options)
+
+
+@pytest.mark.parametrize(
+    ("url", "error"),
+    [
+        ("not a url", "invalid_url"),
+        ("192.168.1.10:32400", "invalid_url"),
+        ("ftp://host", "invalid_url"),
+    ],
+)
+async def test_plex_invalid_url_then_success(
+    hass: HomeAssistant, plex_sim: PlexSimulator, url: str, error: str
+) -> None:
+    result = await _menu(hass, "plex")
+    result = await hass.config_entries.flow.async_configure(
+        result["flow_id"], {CONF_URL: url, CONF_TOKEN: plex_sim.token}
+    )
+    assert result["errors"] == {"base": error}
+    assert plex_sim.requests == []  # refused before any request
+    result = await hass.config_entries.flow.async_configure(
+        result["flow_id"], {CONF_URL: plex_sim.url, CONF_TOKEN: plex_sim.token}
+    )
+    assert result["step_id"] == "libraries"
+
+
+async def test_plex_errors_recover(
+    hass: HomeAssistant, plex_sim: PlexSimulator, jellyfin_sim: JellyfinSimulator, web_page: str
+) -> None:
+    """Each error is shown on the form, and the same flow then succeeds."""
+    result = await _menu(hass, "plex")
+    flow_id = result["flow_id"]
+    for user_input, error in (
+        ({CONF_URL: closed_port_url(), CONF_TOKEN: "x"}, "cannot_connect"),
+        ({CONF_URL: plex_sim.url, CONF_TOKEN: "wrong"}, "invalid_auth"),
+        ({CONF_URL: jellyfin_sim.url, CONF_TOKEN: plex_sim.token}, "not_a_plex_server"),
+        ({CONF_URL: web_page, CONF_TOKEN: plex_sim.token}, "not_a_plex_server"),
+    ):
+        result = await hass.config_entries.flow.async_configure(flow_id, user_input)
+        assert result["type"] is FlowResultType.FORM
+        assert result["errors"] == {"base": error}, user_input
+    with patch(
+        "custom_components.episode_sync.api.plex.PlexClient.libraries",
+        side_effect=RuntimeError("boom"),
+    ):
+        result = await hass.config_entries.flow.async_configure(
+            flow_id, {CONF_URL: plex_sim.url, CONF_TOKEN: plex_sim.token}
+        )
+    assert result["errors"] == {"base": "unknown"}
+    result = await hass.config_entries.flow.async_configure(
+        flow_id, {CONF_URL: plex_sim.url, CONF_TOKEN: plex_sim.token}
+    )
+    assert result["step_id"] == "libraries"
+
+
+async def test_plex_no_tv_libraries_then_one(hass: HomeAssistant, socket_enabled: Any) -> None:
+    sim = PlexSimulator()  # only its movie section
+    await sim.start()
+    try:
+        result = await _menu(hass, "plex")
+        result = await hass.config_entries.flow.async_configure(
+            result["flow_id"], {CONF_URL: sim.url, CONF_TOKEN: sim.token}
+        )
+        assert result["errors"] == {"base": "no_tv_libraries"}
+        sim.model.generate(shows=2, seasons=1, episodes=2)
+        result = await hass.config_entries.flow.async_configure(
+            result["flow_id"], {CONF_URL: sim.url, CONF_TOKEN: sim.token}
+        )
+        assert result["step_id"] == "libraries"
+        result = await hass.config_entries.flow.async_configure(
+            result["flow_id"], {CONF_LIBRARIES: []}
+        )
+        assert result["errors"] == {"base": "no_libraries_selected"}
+        result = await hass.config_entries.flow.async_configure(
+            result["flow_id"], {CONF_LIBRARIES: tv_library_ids(sim.model)}
+        )
+        assert result["type"] is FlowResultType.CREATE_ENTRY
+    finally:
+        await sim.close()
+
+
+async def test_jellyfin_errors_recover(
+    hass: HomeAssistant, plex_sim: PlexSimulator, jellyfin_sim: JellyfinSimulator
+) -> None:
+    result = await _menu(hass, "jellyfin")
+    flow_id = result["flow_id"]
+    good = {CONF_URL: jellyfin_sim.url, CONF_USERNAME: "alice", CONF_PASSWORD: "secret"}
+    for user_input, error in (
+        ({**good, CONF_URL: "jellyfin.local"}, "invalid_url"),
+        ({**good, CONF_URL: closed_port_url()}, "cannot_connect"),
+        ({**good, CONF_PASSWORD: "wrong"}, "invalid_auth"),
+        ({**good, CONF_URL: plex_sim.url}, "not_a_jellyfin_server"),
+    ):
+        result = await hass.config_entries.flow.async_configure(flow_id, user_input)
+        assert result["errors"] == {"base": error}, user_input
+    with patch(
+        "custom_components.episode_sync.api.jellyfin.JellyfinClient.login",
+        side_effect=RuntimeError("boom"),
+    ):
+        result = await hass.config_entries.flow.async_configure(flow_id, good)
+    assert result["errors"] == {"base": "unknown"}
+    result = await hass.config_entries.flow.async_configure(flow_id, good)
+    assert result["step_id"] == "libraries"
+
+
+async def test_jellyfin_no_tv_libraries(hass: HomeAssistant, socket_enabled: Any) -> None:
+    sim = JellyfinSimulator(users={"bob": ""})
+    await sim.start()
+    try:
+        result = await _menu(hass, "jellyfin")
+        user_input = {CONF_URL: sim.url, CONF_USERNAME: "bob", CONF_PASSWORD: ""}
+        result = await hass.config_entries.flow.async_configure(result["flow_id"], user_input)
+        assert result["errors"] == {"base": "no_tv_libraries"}
+        sim.model.generate(shows=1, seasons=1, episodes=1)
+        result = await hass.config_entries.flow.async_configure(result["flow_id"], user_input)
+        assert result["step_id"] == "libraries"
+    finally:
+        await sim.close()
+
+
+async def test_duplicate_aborts(hass: HomeAssistant, plex_sim: PlexSimulator) -> None:
+    plex_entry(plex_sim).add_to_hass(hass)
+    result = await _menu(hass, "plex")
+    result = await hass.config_entries.flow.async_configure(
+        result["flow_id"], {CONF_URL: plex_sim.url, CONF_TOKEN: plex_sim.token}
+    )
+    assert result["type"] is FlowResultType.ABORT
+    assert result["reason"] == "already_configured"
+
+
+async def test_plex_reauth(hass: HomeAssistant, plex_sim: PlexSimulator) -> None:
+    entry = plex_entry(plex_sim)
+    entry.add_to_hass(hass)
+    new_token = plex_sim.rotate_token()
+    result = await entry.start_reauth_flow(hass)
+    assert result["step_id"] == "reauth_confirm"
+    result = await hass.config_entries.flow.async_configure(
+        result["flow_id"], {CONF_TOKEN: "still-wrong"}
+    )
+    assert result["errors"] == {"base": "invalid_auth"}
+    result = await hass.config_entries.flow.async_configure(
+        result["flow_id"], {CONF_TOKEN: new_token}
+    )
+    assert result["type"] is FlowResultType.ABORT
+    assert result["reason"] == "reauth_successful"
+    assert entry.data[CONF_TOKEN] == new_token
+
+
+async def test_jellyfin_reauth_keeps_device_id(
+    hass: HomeAssistant, jellyfin_sim: JellyfinSimulator
+) -> None:
+    entry = await jellyfin_entry(jellyfin_sim)
+    entry.add_to_hass(hass)
+    old_token = entry.data[CONF_TOKEN]
+    jellyfin_sim.set_password("alice", "new-secret")
+    jellyfin_sim.revoke_tokens()
+    result = await entry.start_reauth_flow(hass)
+    result = await hass.config_entries.flow.async_configure(
+        result["flow_id"], {CONF_PASSWORD: "secret"}
+    )
+    assert result["errors"] == {"base": "invalid_auth"}
+    result = await hass.config_entries.flow.async_configure(
+        result["flow_id"], {CONF_PASSWORD: "new-secret"}
+    )
+    assert result["reason"] == "reauth_successful"
+    assert entry.data[CONF_TOKEN] != old_token
+    assert entry.data[CONF_TOKEN] in jellyfin_sim.tokens
+    assert jellyfin_sim.tokens[entry.data[CONF_TOKEN]][1] == entry.data[CONF_DEVICE_ID]
+    assert "new-secret" not in str(entry.data)
+
+
+async def test_reconfigure(
+    hass: HomeAssistant, plex_sim: PlexSimulator, socket_enabled: Any
+) -> None:
+    entry = plex_entry(plex_sim)
+    entry.add_to_hass(hass)
+    other = PlexSimulator(name="Other Plex", token=plex_sim.token)
+    other.model.generate(shows=1, seasons=1, episodes=1)
+    await other.start()
+    try:
+        result = await entry.start_reconfigure_flow(hass)
+        assert result["step_id"] == "reconfigure"
+        result = await hass.config_entries.flow.async_configure(
+            result["flow_id"], {CONF_URL: "nope"}
+        )
+        assert result["errors"] == {"base": "invalid_url"}
+        result = await hass.config_entries.flow.async_configure(
+            result["flow_id"], {CONF_URL: other.url}
+        )
+        assert result["type"] is FlowResultType.ABORT
+        assert result["reason"] == "unique_id_mismatch"
+        result = await entry.start_reconfigure_flow(hass)
+        new_url = plex_sim.url.replace("127.0.0.1", "localhost")
+        result = await hass.config_entries.flow.async_configure(
+            result["flow_id"], {CONF_URL: new_url}
+        )
+        assert result["reason"] == "reconfigure_successful"
+        assert entry.data[CONF_URL] == new_url
+    finally:
+        await other.close()
+
+
+async def test_options(hass: HomeAssistant, plex_sim: PlexSimulator) -> None:
+    entry = plex_entry(plex_sim)
+    entry.add_to_hass(hass)
+    result = await hass.config_entries.options.async_init(entry.entry_id)
+    assert result["step_id"] == "init"
+    options = {
+        CONF_SCAN_INTERVAL: 30,
+        "new_episode_days": 3,
+        "full_sync_days": 14,
+        CONF_LIBRARIES: tv_library_ids(plex_sim.model),
+        CONF_MAX_CONCURRENCY: 2,
+    }
+    result = await hass.config_entries.options.async_configure(
+        result["flow_id"], {**options, CONF_LIBRARIES: []}
+    )
+    assert result["errors"] == {"base": "no_libraries_selected"}
+    result = await hass.config_entries.options.async_configure(result["flow_id"], options)
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert dict(entry.options) == options
+
+
+async def test_options_offline_keeps_libraries(
+    hass: HomeAssistant, plex_sim: PlexSimulator
+) -> None:
+    entry = plex_entry(plex_sim)
+    entry.add_to_hass(hass)
+    await plex_sim.close()
+    result = await hass.config_entries.options.async_init(entry.entry_id)
+    assert result["errors"] == {"base": "cannot_connect"}
