@@ -321,13 +321,18 @@ async def test_reconfigure(
         )
         assert result["type"] is FlowResultType.ABORT
         assert result["reason"] == "unique_id_mismatch"
+        # The same server (same machineIdentifier) moved to another address.
+        moved = PlexSimulator(machine_id=plex_sim.machine_id, token=plex_sim.token)
+        moved.model.generate(shows=1, seasons=1, episodes=1)
+        await moved.start()
         result = await entry.start_reconfigure_flow(hass)
-        new_url = plex_sim.url.replace("127.0.0.1", "localhost")
         result = await hass.config_entries.flow.async_configure(
-            result["flow_id"], {CONF_URL: new_url}
+            result["flow_id"], {CONF_URL: moved.url}
         )
+        await moved.close()
         assert result["reason"] == "reconfigure_successful"
-        assert entry.data[CONF_URL] == new_url
+        assert entry.data[CONF_URL] == moved.url
+        assert entry.data[CONF_TOKEN] == plex_sim.token
     finally:
         await other.close()
 
