@@ -22,7 +22,6 @@ from .api.errors import (
     MediaServerAuthError,
     MediaServerConnectionError,
     MediaServerError,
-    MediaServerProtocolError,
 )
 from .api.models import Episode, ServerInfo
 from .client import MediaClient
@@ -82,9 +81,9 @@ class SyncSnapshot:
     mirror: Mirror
     last_sync: datetime | None
     last_full_sync: datetime | None
-    mode: SyncMode | None
-    duration: float | None
-    api_calls: int | None
+    mode: SyncMode
+    duration: float
+    api_calls: int
     #: Episodes added within ``new_episode_days``, newest first.
     new_episodes: tuple[EpisodeView, ...]
 
@@ -150,25 +149,15 @@ class EpisodeSyncCoordinator(DataUpdateCoordinator[SyncSnapshot]):
             raise ConfigEntryAuthFailed(
                 translation_domain=DOMAIN, translation_key="auth_failed"
             ) from err
-        except MediaServerConnectionError as err:
+        except MediaServerError as err:
             self._force_full = force  # a forced sync that could not run stays owed
             raise UpdateFailed(
                 translation_domain=DOMAIN,
-                translation_key="cannot_connect",
-                translation_placeholders={"error": str(err)},
-            ) from err
-        except MediaServerProtocolError as err:
-            self._force_full = force
-            raise UpdateFailed(
-                translation_domain=DOMAIN,
-                translation_key="invalid_response",
-                translation_placeholders={"error": str(err)},
-            ) from err
-        except MediaServerError as err:
-            self._force_full = force
-            raise UpdateFailed(
-                translation_domain=DOMAIN,
-                translation_key="sync_failed",
+                translation_key=(
+                    "cannot_connect"
+                    if isinstance(err, MediaServerConnectionError)
+                    else "invalid_response"
+                ),
                 translation_placeholders={"error": str(err)},
             ) from err
 
@@ -192,16 +181,15 @@ class EpisodeSyncCoordinator(DataUpdateCoordinator[SyncSnapshot]):
 
     def snapshot(self) -> SyncSnapshot:
         """Compute what the entities show from the mirror and the last sync."""
-        state = self.state
+        assert self.last_result is not None  # every update runs a sync first
         result = self.last_result
-        summary = self.store.last_result
         return SyncSnapshot(
             mirror=self.mirror,
-            last_sync=_time(state.last_incremental_sync),
-            last_full_sync=_time(state.last_full_sync),
-            mode=result.mode if result else _mode(summary.get("mode")),
-            duration=result.duration if result else summary.get("duration"),
-            api_calls=result.api_calls if result else summary.get("api_calls"),
+            last_sync=_time(self.state.last_incremental_sync),
+            last_full_sync=_time(self.state.last_full_sync),
+            mode=result.mode,
+            duration=result.duration,
+            api_calls=result.api_calls,
             new_episodes=tuple(self.new_episodes(self.new_episode_days)),
         )
 
@@ -223,9 +211,10 @@ class EpisodeSyncCoordinator(DataUpdateCoordinator[SyncSnapshot]):
 
     def _announce(self, result: SyncResult) -> None:
         """Fire the bus events of SPEC §5: ≤ 25 per sync, then one summary."""
-        device = dr.async_get(self.hass).async_get_device(
-            identifiers={(DOMAIN, self.config_entry.unique_id or self.config_entry.entry_id)}
+        devices = dr.async_entries_for_config_entry(
+            dr.async_get(self.hass), self.config_entry.entry_id
         )
+        device = devices[0] if devices else None
         titles = self._titles()
         added = sorted(result.added, key=lambda e: (e.added_at, e.id))
         for episode in added[:MAX_EVENTS_PER_SYNC]:
@@ -281,10 +270,3 @@ def _summary(result: SyncResult) -> dict[str, Any]:
 
 def _time(value: float | None) -> datetime | None:
     return datetime.fromtimestamp(value, UTC) if value is not None else None
-
-
-def _mode(value: Any) -> SyncMode | None:
-    try:
-        return SyncMode(value)
-    except ValueError:
-        return None

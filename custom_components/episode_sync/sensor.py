@@ -86,7 +86,7 @@ SENSORS: tuple[EpisodeSyncSensorDescription, ...] = (
         native_unit_of_measurement=UnitOfTime.SECONDS,
         suggested_display_precision=2,
         entity_category=EntityCategory.DIAGNOSTIC,
-        value_fn=lambda s: round(s.duration, 3) if s.duration is not None else None,
+        value_fn=lambda s: round(s.duration, 3),
     ),
     EpisodeSyncSensorDescription(
         key="sync_api_calls",
@@ -100,7 +100,7 @@ SENSORS: tuple[EpisodeSyncSensorDescription, ...] = (
         device_class=SensorDeviceClass.ENUM,
         options=[mode.value for mode in SyncMode],
         entity_category=EntityCategory.DIAGNOSTIC,
-        value_fn=lambda s: s.mode.value if s.mode else None,
+        value_fn=lambda s: s.mode.value,
     ),
 )
 

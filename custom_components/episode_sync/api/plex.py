@@ -313,28 +313,6 @@ class PlexClient:
                 # and let the show counts catch what it misses (docs: plex §9.4).
                 self._delta_field = "addedAt"
 
-    async def image(self, path: str) -> tuple[bytes, str]:
-        """Fetch a server-relative image path (the token stays in a header)."""
-        if not path.startswith("/"):
-            raise ValueError("image paths are server-relative")
-        self._requests += 0  # images are not part of a sync's budget
-        try:
-            async with asyncio.timeout(self._timeout):
-                async with self._session.get(
-                    self._url + path, headers=self._headers(), ssl=self._ssl
-                ) as response:
-                    if response.status == 401:
-                        raise MediaServerAuthError("Plex refused the token")
-                    if response.status != 200:
-                        raise MediaServerNotFoundError(
-                            f"no image at {path}", status=response.status
-                        )
-                    return await response.read(), response.content_type
-        except TimeoutError as err:
-            raise MediaServerConnectionError("Plex did not send the image in time") from err
-        except aiohttp.ClientError as err:
-            raise MediaServerConnectionError(f"image request failed: {err}") from err
-
 
 def _http_date(value: str | None) -> int | None:
     if not value:

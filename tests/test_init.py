@@ -1,0 +1,263 @@
+"""Set-up, unload, removal, actions, events and diagnostics through Home Assistant."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from freezegun.api import FrozenDateTimeFactory
+from homeassistant.config_entries import ConfigEntryState
+from homeassistant.core import HomeAssistant
+from homeassistant.exceptions import ServiceValidationError
+from homeassistant.helpers import device_registry as dr
+import pytest
+from pytest_homeassistant_custom_component.common import async_capture_events
+
+from custom_components.episode_sync.const import (
+    DOMAIN,
+    EVENT_MANY_NEW_EPISODES,
+    EVENT_NEW_EPISODE,
+)
+from custom_components.episode_sync.diagnostics import async_get_config_entry_diagnostics
+from tests.helpers import (
+    entity_id,
+    jellyfin_entry,
+    next_poll,
+    plex_entry,
+    setup_entry,
+    state_of,
+    tv_library_ids,
+)
+from tests.simulator.common import Fault
+from tests.simulator.jellyfin import JellyfinSimulator
+from tests.simulator.plex import PlexSimulator
+
+
+def _first_show(sim: PlexSimulator | JellyfinSimulator) -> Any:
+    return next(iter(sim.model.libraries[tv_library_ids(sim.model)[0]].shows.values()))
+
+
+async def test_setup_unload_and_remove(
+    hass: HomeAssistant, plex_sim: PlexSimulator, hass_storage: dict[str, Any]
+) -> None:
+    entry = plex_entry(plex_sim)
+    await setup_entry(hass, entry)
+    assert entry.state is ConfigEntryState.LOADED
+    devices = dr.async_entries_for_config_entry(dr.async_get(hass), entry.entry_id)
+    assert len(devices) == 1
+    device = devices[0]
+    assert device.identifiers == {(DOMAIN, entry.unique_id)}
+    assert device.name == plex_sim.name
+    assert device.manufacturer == "Plex"
+    keys = {f"{DOMAIN}.{entry.entry_id}.status", f"{DOMAIN}.{entry.entry_id}.library"}
+    assert keys <= hass_storage.keys()
+
+    assert await hass.config_entries.async_unload(entry.entry_id)
+    assert entry.state is ConfigEntryState.NOT_LOADED
+    await hass.config_entries.async_remove(entry.entry_id)
+    await hass.async_block_till_done()
+    assert not keys & hass_storage.keys()
+
+
+async def test_restart_loads_the_stored_mirror(
+    hass: HomeAssistant, plex_sim: PlexSimulator
+) -> None:
+    """A reload reads the mirror back and syncs incrementally: 1 request, not a full sync."""
+    entry = plex_entry(plex_sim)
+    await setup_entry(hass, entry)
+    plex_sim.clear_log()
+    assert await hass.config_entries.async_reload(entry.entry_id)
+    await hass.async_block_till_done()
+    assert state_of(hass, entry, "sensor", "sync_mode") == "incremental"
+    assert state_of(hass, entry, "sensor", "episodes") == "100"
+    assert [r.path for r in plex_sim.requests] == ["/", "/library/sections"]
+
+
+async def test_corrupt_store_means_full_sync(
+    hass: HomeAssistant, plex_sim: PlexSimulator, hass_storage: dict[str, Any]
+) -> None:
+    entry = plex_entry(plex_sim)
+    hass_storage[f"{DOMAIN}.{entry.entry_id}.status"] = {"version": 1, "data": {"cursor": 5}}
+    hass_storage[f"{DOMAIN}.{entry.entry_id}.library"] = {
+        "version": 1,
+        "data": {"server_id": "x", "libraries": [{"id": "1"}]},
+    }
+    await setup_entry(hass, entry)
+    assert entry.state is ConfigEntryState.LOADED
+    assert state_of(hass, entry, "sensor", "sync_mode") == "full"
+    assert state_of(hass, entry, "sensor", "episodes") == "100"
+
+
+async def test_server_down_at_setup_is_not_ready(
+    hass: HomeAssistant, plex_sim: PlexSimulator
+) -> None:
+    entry = plex_entry(plex_sim)
+    plex_sim.add_fault(Fault(kind="reset", times=-1))
+    entry.add_to_hass(hass)
+    assert not await hass.config_entries.async_setup(entry.entry_id)
+    assert entry.state is ConfigEntryState.SETUP_RETRY
+
+
+async def test_wrong_token_at_setup_starts_reauth(
+    hass: HomeAssistant, plex_sim: PlexSimulator
+) -> None:
+    entry = plex_entry(plex_sim)
+    plex_sim.rotate_token()
+    entry.add_to_hass(hass)
+    assert not await hass.config_entries.async_setup(entry.entry_id)
+    assert entry.state is ConfigEntryState.SETUP_ERROR
+    flows = hass.config_entries.flow.async_progress()
+    assert [f["context"]["source"] for f in flows] == ["reauth"]
+
+
+async def test_another_server_at_the_url_is_an_error(
+    hass: HomeAssistant, plex_sim: PlexSimulator
+) -> None:
+    entry = plex_entry(plex_sim)
+    entry.add_to_hass(hass)
+    hass.config_entries.async_update_entry(entry, unique_id="0123456789abcdef")
+    assert not await hass.config_entries.async_setup(entry.entry_id)
+    assert entry.state is ConfigEntryState.SETUP_ERROR
+
+
+async def test_token_revoked_during_a_sync_starts_reauth(
+    hass: HomeAssistant, plex_sim: PlexSimulator, freezer: FrozenDateTimeFactory
+) -> None:
+    entry = plex_entry(plex_sim)
+    await setup_entry(hass, entry)
+    plex_sim.rotate_token()
+    await next_poll(hass, freezer)
+    flows = hass.config_entries.flow.async_progress()
+    assert [f["context"]["source"] for f in flows] == ["reauth"]
+
+
+async def test_entities_unavailable_while_down_then_back(
+    hass: HomeAssistant, plex_sim: PlexSimulator, freezer: FrozenDateTimeFactory
+) -> None:
+    entry = plex_entry(plex_sim)
+    await setup_entry(hass, entry)
+    fault = plex_sim.add_fault(
+        Fault(kind="status", status=503, headers={"Retry-After": "30"}, times=-1)
+    )
+    await next_poll(hass, freezer)
+    assert state_of(hass, entry, "sensor", "episodes") == "unavailable"
+    plex_sim.faults.remove(fault)
+    await next_poll(hass, freezer)
+    assert state_of(hass, entry, "sensor", "episodes") == "100"
+
+
+async def test_many_new_episodes_are_summarised(
+    hass: HomeAssistant, plex_sim: PlexSimulator, freezer: FrozenDateTimeFactory
+) -> None:
+    """More than 25 new episodes in one sync: 25 events, then one summary."""
+    entry = plex_entry(plex_sim)
+    await setup_entry(hass, entry)
+    events = async_capture_events(hass, EVENT_NEW_EPISODE)
+    summaries = async_capture_events(hass, EVENT_MANY_NEW_EPISODES)
+    show = _first_show(plex_sim)
+    for number in range(1, 31):
+        plex_sim.model.add_episode(show.id, 9, number)
+    await next_poll(hass, freezer)
+    assert len(events) == 25
+    assert len(summaries) == 1
+    assert summaries[0].data["count"] == 5
+    assert summaries[0].data["shows"] == [show.title]
+    assert state_of(hass, entry, "sensor", "new_episodes") == "30"
+    attributes = hass.states.get(entity_id(hass, entry, "sensor", "new_episodes")).attributes  # type: ignore[union-attr]
+    assert len(attributes["episodes"]) == 20
+    assert set(attributes["episodes"][0]) == {
+        "show",
+        "season",
+        "episode",
+        "title",
+        "air_date",
+        "added_at",
+    }
+
+
+async def test_force_full_sync_for_all_or_unknown_entries(
+    hass: HomeAssistant, plex_sim: PlexSimulator, jellyfin_sim: JellyfinSimulator
+) -> None:
+    plex = plex_entry(plex_sim)
+    jellyfin = await jellyfin_entry(jellyfin_sim)
+    await setup_entry(hass, plex)
+    await setup_entry(hass, jellyfin)
+    plex_sim.clear_log()
+    jellyfin_sim.clear_log()
+    await hass.services.async_call(DOMAIN, "force_full_sync", {}, blocking=True)
+    assert plex_sim.count("/all") >= 2
+    assert jellyfin_sim.count("/Items") >= 2
+
+    with pytest.raises(ServiceValidationError) as err:
+        await hass.services.async_call(
+            DOMAIN, "force_full_sync", {"config_entry_id": "nope"}, blocking=True
+        )
+    assert err.value.translation_key == "entry_not_found"
+    assert await hass.config_entries.async_unload(plex.entry_id)
+    with pytest.raises(ServiceValidationError) as err:
+        await hass.services.async_call(
+            DOMAIN,
+            "get_new_episodes",
+            {"config_entry_id": plex.entry_id},
+            blocking=True,
+            return_response=True,
+        )
+    assert err.value.translation_key == "entry_not_loaded"
+
+
+async def test_get_new_episodes_makes_no_request(
+    hass: HomeAssistant, plex_sim: PlexSimulator, freezer: FrozenDateTimeFactory
+) -> None:
+    entry = plex_entry(plex_sim)
+    await setup_entry(hass, entry)
+    show = _first_show(plex_sim)
+    for number in range(1, 4):
+        plex_sim.model.add_episode(show.id, 8, number, title=f"New {number}")
+        freezer.tick(60)
+    await next_poll(hass, freezer)
+    plex_sim.clear_log()
+
+    response = await hass.services.async_call(
+        DOMAIN, "get_new_episodes", {"limit": 2}, blocking=True, return_response=True
+    )
+    assert plex_sim.requests == []
+    episodes = response["episodes"]  # type: ignore[index]
+    assert [e["title"] for e in episodes] == ["New 3", "New 2"]  # type: ignore[index]
+    assert episodes[0]["config_entry_id"] == entry.entry_id  # type: ignore[index]
+    assert episodes[0]["season"] == 8  # type: ignore[index]
+    response = await hass.services.async_call(
+        DOMAIN,
+        "get_new_episodes",
+        {"config_entry_id": entry.entry_id, "days": 0.0001},
+        blocking=True,
+        return_response=True,
+    )
+    assert response == {"episodes": []}
+
+
+async def test_diagnostics_are_redacted_and_capped(
+    hass: HomeAssistant, plex_sim: PlexSimulator
+) -> None:
+    entry = plex_entry(plex_sim)
+    await setup_entry(hass, entry)
+    diagnostics = await async_get_config_entry_diagnostics(hass, entry)
+    text = str(diagnostics)
+    assert plex_sim.token not in text
+    assert plex_sim.url not in text
+    assert diagnostics["mirror"]["episodes"] == 100
+    assert len(diagnostics["mirror"]["sample"]) == 5
+    assert diagnostics["sync"]["last_result"]["mode"] == "full"
+
+
+async def test_options_change_reloads_with_new_interval(
+    hass: HomeAssistant, plex_sim: PlexSimulator, freezer: FrozenDateTimeFactory
+) -> None:
+    entry = plex_entry(plex_sim)
+    await setup_entry(hass, entry)
+    hass.config_entries.async_update_entry(entry, options={**entry.options, "scan_interval": 60})
+    await hass.async_block_till_done()
+    plex_sim.clear_log()
+    await next_poll(hass, freezer)  # 10 minutes: not yet
+    assert plex_sim.requests == []
+    await next_poll(hass, freezer, timedelta(minutes=50))
+    assert plex_sim.requests[0].path == "/library/sections"
