@@ -45,10 +45,12 @@ def no_setup() -> Any:
 @pytest.fixture
 async def web_page(socket_enabled: Any) -> AsyncIterator[str]:
     """A web server that is not a media server (a router's page)."""
+
+    async def router_page(request: web.Request) -> web.Response:
+        return web.Response(text="<html>Router</html>", content_type="text/html")
+
     app = web.Application()
-    app.router.add_get(
-        "/{tail:.*}", lambda _: web.Response(text="<html>Router</html>", content_type="text/html")
-    )
+    app.router.add_get("/{tail:.*}", router_page)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
