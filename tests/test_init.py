@@ -9,7 +9,7 @@ from freezegun.api import FrozenDateTimeFactory
 from homeassistant.config_entries import ConfigEntryState
 from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import ServiceValidationError
-from homeassistant.helpers import device_registry as dr
+from homeassistant.helpers import device_registry as dr, issue_registry as ir
 import pytest
 from pytest_homeassistant_custom_component.common import async_capture_events
 
@@ -261,3 +261,48 @@ async def test_options_change_reloads_with_new_interval(
     assert plex_sim.requests == []
     await next_poll(hass, freezer, timedelta(minutes=50))
     assert plex_sim.requests[0].path == "/library/sections"
+
+
+async def test_mass_removal_is_held_back_with_a_repair_issue(
+    hass: HomeAssistant,
+    plex_sim: PlexSimulator,
+    freezer: FrozenDateTimeFactory,
+    issue_registry: ir.IssueRegistry,
+) -> None:
+    """A library that looks wiped keeps its mirror until the next sync confirms it."""
+    entry = plex_entry(plex_sim)
+    await setup_entry(hass, entry)
+    library_id = tv_library_ids(plex_sim.model)[0]
+    shows = dict(plex_sim.model.libraries[library_id].shows)
+    plex_sim.model.libraries[library_id].shows.clear()  # the share went offline
+    plex_sim.model.on_change("library_wiped", library_id, None)
+
+    await next_poll(hass, freezer)
+    assert state_of(hass, entry, "sensor", "episodes") == "100"
+    issue_id = f"mass_removal_{entry.entry_id}_{library_id}"
+    issue = issue_registry.async_get_issue(DOMAIN, issue_id)
+    assert issue is not None
+    assert issue.translation_placeholders == {
+        "library": "TV Shows",
+        "server": plex_sim.name,
+        "count": "100",
+    }
+
+    plex_sim.model.libraries[library_id].shows.update(shows)  # back again
+    plex_sim.model.on_change("library_wiped", library_id, None)
+    await next_poll(hass, freezer)
+    assert state_of(hass, entry, "sensor", "episodes") == "100"
+    assert issue_registry.async_get_issue(DOMAIN, issue_id) is None
+
+
+async def test_confirmed_mass_removal_is_applied(
+    hass: HomeAssistant, plex_sim: PlexSimulator, freezer: FrozenDateTimeFactory
+) -> None:
+    entry = plex_entry(plex_sim)
+    await setup_entry(hass, entry)
+    library_id = tv_library_ids(plex_sim.model)[0]
+    plex_sim.model.wipe_library(library_id)
+    await next_poll(hass, freezer)
+    assert state_of(hass, entry, "sensor", "episodes") == "100"
+    await next_poll(hass, freezer)
+    assert state_of(hass, entry, "sensor", "episodes") == "0"

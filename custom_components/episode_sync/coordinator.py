@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import ConfigEntryAuthFailed
-from homeassistant.helpers import device_registry as dr
+from homeassistant.helpers import device_registry as dr, issue_registry as ir
 from homeassistant.helpers.update_coordinator import DataUpdateCoordinator, UpdateFailed
 from homeassistant.util import dt as dt_util
 
@@ -175,9 +175,33 @@ class EpisodeSyncCoordinator(DataUpdateCoordinator[SyncSnapshot]):
             result.updated,
             result.duration,
         )
+        self._report_held_back(result)
         if not result.first_sync and result.added:
             self._announce(result)
         return self.snapshot()
+
+    def _report_held_back(self, result: SyncResult) -> None:
+        """Raise a repair issue per library whose mass removal is held back; clear the rest."""
+        entry_id = self.config_entry.entry_id
+        for library_id, library in self.mirror.libraries.items():
+            issue_id = f"mass_removal_{entry_id}_{library_id}"
+            count = result.held_back.get(library_id)
+            if count is None:
+                ir.async_delete_issue(self.hass, DOMAIN, issue_id)
+                continue
+            ir.async_create_issue(
+                self.hass,
+                DOMAIN,
+                issue_id,
+                is_fixable=False,
+                severity=ir.IssueSeverity.WARNING,
+                translation_key="mass_removal",
+                translation_placeholders={
+                    "library": library.title,
+                    "server": self.server.name,
+                    "count": str(count),
+                },
+            )
 
     def snapshot(self) -> SyncSnapshot:
         """Compute what the entities show from the mirror and the last sync."""
