@@ -463,3 +463,73 @@ async def test_small_or_partial_removals_are_not_held() -> None:
     result = await harness3.sync()  # 8 of 22 removed: applied
     assert result.held_back == {}
     assert len(result.removed) == 8
+
+
+async def test_library_renamed_unselected_and_reappearing() -> None:
+    backend = make_backend()
+    backend.libraries_list.append(Library(id="2", title="Anime", marker="a"))
+    backend.shows_by_library["2"] = [
+        Show(id="a0", library_id="2", title="A", episode_count=0, watched_count=0)
+    ]
+    backend.add("a0", "a0-1", 1, 1)
+    harness = Harness(backend, library_ids=["1", "2"])
+    await harness.sync()
+    assert set(harness.mirror.libraries) == {"1", "2"}
+
+    backend.libraries_list[0] = replace(backend.libraries_list[0], title="Series")
+    result = await harness.sync()
+    assert result.mirror_changed
+    assert harness.mirror.libraries["1"].title == "Series"
+
+    # The user unselects "2": it leaves the mirror without a request for it.
+    harness.engine = SyncEngine(
+        backend, server_id="srv", library_ids=["1"], clock=lambda: harness.now
+    )
+    result = await harness.sync()
+    assert result.mirror_changed
+    assert set(harness.mirror.libraries) == {"1"}
+
+    # "2" disappears from the server, then comes back while selected: full sync.
+    harness.engine = SyncEngine(
+        backend, server_id="srv", library_ids=["1", "2"], clock=lambda: harness.now
+    )
+    saved = backend.libraries_list.pop()
+    result = await harness.sync()
+    assert result.reason is FullSyncReason.LIBRARIES_CHANGED
+    assert set(harness.mirror.libraries) == {"1"}
+    backend.libraries_list.append(saved)
+    result = await harness.sync()
+    assert result.reason is FullSyncReason.INCONSISTENT
+    assert set(harness.mirror.libraries) == {"1", "2"}
+
+
+async def test_new_empty_show_and_show_metadata_change() -> None:
+    backend = make_backend()
+    harness = Harness(backend)
+    await harness.sync()
+    backend.bump()
+    backend.shows_by_library["1"].append(
+        Show(id="s9", library_id="1", title="Announced", episode_count=0, watched_count=0)
+    )
+    shows = backend.shows_by_library["1"]
+    shows[0] = replace(shows[0], title="Retitled")
+    result = await harness.sync()
+    assert result.mirror_changed
+    assert result.added == ()
+    assert harness.mirror.libraries["1"].shows["s9"].episodes == {}
+    assert harness.mirror.libraries["1"].shows["s0"].show.title == "Retitled"
+
+
+async def test_cursor_without_a_server_clock() -> None:
+    class NoClock(FakeBackend):
+        @property
+        def server_clock(self) -> int | None:
+            return None
+
+    backend = NoClock()
+    backend.shows_by_library["1"] = []
+    harness = Harness(backend)
+    await harness.sync()
+    assert harness.state.cursor == int(harness.now)
+    await harness.sync()
+    assert harness.state.cursor == int(harness.now - 600)  # kept: no newer server time

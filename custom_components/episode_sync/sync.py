@@ -489,6 +489,8 @@ class SyncEngine:
             cursor=self._next_cursor(state),
             markers=markers,
             shows_checked=shows_checked,
+            # Forget unselected libraries, so selecting one again means a full sync.
+            selection=state.selection & self._library_ids,
         )
         return self._result(
             SyncMode.INCREMENTAL, None, started, mirror, libraries, new_state, builder
