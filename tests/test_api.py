@@ -291,3 +291,136 @@ async def test_fetch_all_fills_gaps_of_short_pages() -> None:
     rows = await fetch_all(fetch, 5, 3)
     assert rows == data
     assert (12, 3) in calls  # the gap after the short page was asked for again
+
+
+@pytest.mark.parametrize(
+    ("path", "mutate", "call", "error"),
+    [
+        ("/library/sections", lambda p: {"Other": 1}, "libraries", MediaServerProtocolError),
+        (
+            "/library/sections",
+            lambda p: {"MediaContainer": {"Directory": [{"type": "show", "title": "No key"}]}},
+            "libraries",
+            MediaServerProtocolError,
+        ),
+        (
+            "/all",
+            lambda p: {
+                "MediaContainer": {"size": 1, "totalSize": 1, "Metadata": {"not": "a list"}}
+            },
+            "shows",
+            MediaServerProtocolError,
+        ),
+        ("/identity", lambda p: {"MediaContainer": {"size": 0}}, "identity", WrongServerError),
+        (
+            "/",
+            lambda p: {"MediaContainer": {"friendlyName": "x"}},
+            "server_info",
+            MediaServerProtocolError,
+        ),
+    ],
+)
+async def test_plex_bad_payloads(
+    plex_sim: PlexSimulator,
+    session: aiohttp.ClientSession,
+    path: str,
+    mutate: Callable[[Any], Any],
+    call: str,
+    error: type[Exception],
+) -> None:
+    client = _plex(plex_sim, session)
+    library_id = (await client.libraries())[0].id
+    plex_sim.add_fault(Fault(kind="mutate", path=path, mutate=mutate))
+    method = getattr(client, call)
+    with pytest.raises(error):
+        await (method(library_id) if call == "shows" else method())
+
+
+async def test_plex_lenient_flags(plex_sim: PlexSimulator, session: aiohttp.ClientSession) -> None:
+    """Booleans come as true/false, 0/1 or "0"/"1"; numbers may come as strings."""
+
+    def stringly(payload: Any) -> Any:
+        for section in payload["MediaContainer"]["Directory"]:
+            section["refreshing"] = "1"
+        return payload
+
+    plex_sim.add_fault(Fault(kind="mutate", path="/library/sections", mutate=stringly))
+    client = _plex(plex_sim, session)
+    assert all(library.refreshing for library in await client.libraries())
+
+
+@pytest.mark.parametrize(
+    ("path", "mutate", "call", "error"),
+    [
+        (
+            "/System/Info/Public",
+            lambda p: {"ProductName": "Jellyfin Server"},
+            "public_info",
+            WrongServerError,
+        ),
+        (
+            "/System/Info/Public",
+            lambda p: {"ProductName": "Emby Server", "Id": "1"},
+            "public_info",
+            WrongServerError,
+        ),
+        ("/Views", lambda p: {"Items": "nope"}, "libraries", MediaServerProtocolError),
+        (
+            "/Items",
+            lambda p: {"Items": [{"Id": "x", "RecursiveItemCount": "many"}]},
+            "shows",
+            MediaServerProtocolError,
+        ),
+        ("/Items", lambda p: {"NoItems": []}, "shows", MediaServerProtocolError),
+    ],
+)
+async def test_jellyfin_bad_payloads(
+    jellyfin_sim: JellyfinSimulator,
+    session: aiohttp.ClientSession,
+    path: str,
+    mutate: Callable[[Any], Any],
+    call: str,
+    error: type[Exception],
+) -> None:
+    client = await _jellyfin(jellyfin_sim, session)
+    library_id = (await client.libraries())[0].id
+    jellyfin_sim.add_fault(Fault(kind="mutate", path=path, mutate=mutate))
+    method = getattr(client, call)
+    with pytest.raises(error):
+        await (method(library_id) if call == "shows" else method())
+
+
+async def test_jellyfin_incomplete_login_and_no_user(
+    jellyfin_sim: JellyfinSimulator, session: aiohttp.ClientSession
+) -> None:
+    client = JellyfinClient(session, jellyfin_sim.url, device_id="f" * 32)
+    with pytest.raises(MediaServerAuthError):
+        await client.libraries()  # never signed in
+    jellyfin_sim.add_fault(
+        Fault(kind="mutate", path="/AuthenticateByName", mutate=lambda p: {"User": {}})
+    )
+    with pytest.raises(MediaServerProtocolError):
+        await client.login("alice", "secret")
+
+
+async def test_jellyfin_dates(
+    jellyfin_sim: JellyfinSimulator, session: aiohttp.ClientSession
+) -> None:
+    """7-digit fractions, unset dates and offset-less values all parse."""
+
+    def odd_dates(payload: Any) -> Any:
+        items = payload["Items"]
+        items[0]["DateCreated"] = "0001-01-01T00:00:00.0000000Z"
+        items[1]["DateCreated"] = "2024-05-01T10:00:00"
+        items[2]["DateCreated"] = "garbage"
+        items[3]["PremiereDate"] = "0001-01-01T00:00:00.0000000Z"
+        return payload
+
+    client = await _jellyfin(jellyfin_sim, session)
+    library_id = (await client.libraries())[0].id
+    jellyfin_sim.add_fault(Fault(kind="mutate", path="/Items", mutate=odd_dates))
+    episodes = await client.episodes(library_id)
+    assert episodes[0].added_at == 0
+    assert episodes[1].added_at == 1714557600
+    assert episodes[2].added_at == 0
+    assert episodes[3].air_date is None
