@@ -192,12 +192,14 @@ async def test_plex_episode_fields(plex_sim: PlexSimulator, session: aiohttp.Cli
     library_id = (await client.libraries())[0].id
     show = next(iter(plex_sim.model.libraries[library_id].shows.values()))
     odd = plex_sim.model.add_episode(show.id, None, None, title="Unnumbered", air_date="")
+    recorded = plex_sim.model.add_episode(show.id, 1, 7, air_date="2025-01-01")  # has a time
     watched = next(iter(show.episodes.values()))
     plex_sim.model.set_watched(watched.id)
     episodes = {e.id: e for e in await client.show_episodes(library_id, show.id)}
     assert episodes[odd.id].season is None
     assert episodes[odd.id].number is None
     assert episodes[odd.id].air_date is None
+    assert episodes[recorded.id].air_date == "2025-01-01"
     assert episodes[watched.id].watched
     assert sum(e.watched for e in episodes.values()) == 1
     assert all(isinstance(key, str) for key in episodes)

@@ -368,3 +368,23 @@ async def test_options_offline_keeps_libraries(
     await plex_sim.close()
     result = await hass.config_entries.options.async_init(entry.entry_id)
     assert result["errors"] == {"base": "cannot_connect"}
+
+
+async def test_jellyfin_reconfigure(
+    hass: HomeAssistant, jellyfin_sim: JellyfinSimulator, plex_sim: PlexSimulator
+) -> None:
+    """A new URL for the same Jellyfin server keeps the token; a Plex URL is refused."""
+    entry = await jellyfin_entry(jellyfin_sim)
+    entry.add_to_hass(hass)
+    token = entry.data[CONF_TOKEN]
+    result = await entry.start_reconfigure_flow(hass)
+    result = await hass.config_entries.flow.async_configure(
+        result["flow_id"], {CONF_URL: plex_sim.url}
+    )
+    assert result["errors"] == {"base": "not_a_jellyfin_server"}
+    result = await hass.config_entries.flow.async_configure(
+        result["flow_id"], {CONF_URL: jellyfin_sim.url + "/"}
+    )
+    assert result["reason"] == "reconfigure_successful"
+    assert entry.data[CONF_URL] == jellyfin_sim.url
+    assert entry.data[CONF_TOKEN] == token

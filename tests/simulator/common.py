@@ -10,7 +10,7 @@ must follow the simulated clock, not the host's).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
 import email.utils
 import json
@@ -87,6 +87,10 @@ class SimServer:
         self.setup_routes(self.app)
         self._runner: web.AppRunner | None = None
         self.url = ""
+        #: Rendered listings, kept until the content changes (``invalidate``):
+        #: at 100,000 episodes, rendering every row for every page would make
+        #: the simulator, not the client, the bottleneck of the benchmark.
+        self._listings: dict[Hashable, list[dict[str, Any]]] = {}
 
     def setup_routes(self, app: web.Application) -> None:
         """Add the server's routes (overridden by each simulator)."""
@@ -134,6 +138,19 @@ class SimServer:
     def clear_faults(self) -> None:
         """Remove every injected fault."""
         self.faults.clear()
+
+    def invalidate(self) -> None:
+        """Forget rendered listings (called on every content change)."""
+        self._listings.clear()
+
+    def cached(
+        self, key: Hashable, build: Callable[[], list[dict[str, Any]]]
+    ) -> list[dict[str, Any]]:
+        """A rendered listing, built once per content version. Callers never mutate it."""
+        rows = self._listings.get(key)
+        if rows is None:
+            rows = self._listings[key] = build()
+        return rows
 
     def http_date(self) -> str:
         """The server clock as an RFC 7231 ``Date`` value."""

@@ -120,6 +120,7 @@ class JellyfinSimulator(SimServer):
         ).hexdigest()
 
     def _on_change(self, kind: str, library_id: str, item: object) -> None:
+        self.invalidate()
         if not isinstance(item, SimEpisode):
             return
         now = self.clock.now()
@@ -137,6 +138,7 @@ class JellyfinSimulator(SimServer):
         now = self.clock.now()
         for due, episode in list(self._pending):
             if due <= now:
+                self.invalidate()
                 episode.saved_at = due
                 self._pending.remove((due, episode))
 
@@ -312,13 +314,33 @@ class JellyfinSimulator(SimServer):
             return web.Response(status=500, text="Error processing request.")
         since = _parse_time(q[since_key]) if since_key else None
         ids = set(q.get("ids", "").split(",")) - {""}
+        if parent and parent not in self.model.libraries and self.model.find_show(parent) is None:
+            return web.Response(status=404)
+        key = tuple(
+            sorted(
+                (k, v)
+                for k, v in q.items()
+                if k not in ("startindex", "limit", "enabletotalrecordcount")
+            )
+        )
+        rows = self.cached(key, lambda: self._item_rows(q, types, fields, parent, since, ids))
+        return self._page(q, rows)
+
+    def _item_rows(
+        self,
+        q: dict[str, str],
+        types: set[str],
+        fields: set[str],
+        parent: str | None,
+        since: float | None,
+        ids: set[str],
+    ) -> list[dict[str, Any]]:
+        """Every row an ``/Items`` query selects, before paging."""
         libraries = (
             [self.model.libraries[parent]]
             if parent in self.model.libraries
             else ([] if parent else list(self.model.libraries.values()))
         )
-        if parent and not libraries and self.model.find_show(parent) is None:
-            return web.Response(status=404)
         rows: list[dict[str, Any]] = []
         shows = (
             [self.model.show(parent)]
@@ -343,7 +365,7 @@ class JellyfinSimulator(SimServer):
                     if ids and episode.id not in ids:
                         continue
                     rows.append(self._episode_row(show, episode, fields))
-        return self._page(q, rows)
+        return rows
 
     async def _show_episodes(self, request: web.Request) -> web.Response:
         if (refused := self._gate(request)) is not None:

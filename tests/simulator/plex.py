@@ -142,6 +142,7 @@ class PlexSimulator(SimServer):
         )
 
     def _on_change(self, kind: str, library_id: str, item: object) -> None:
+        self.invalidate()
         if kind == "library_removed":
             self._section_markers.pop(library_id, None)
             return
@@ -185,6 +186,8 @@ class PlexSimulator(SimServer):
         app.router.add_get("/library/metadata/{key}/allLeaves", self._show_leaves)
         app.router.add_get("/library/metadata/{key}/children", self._children)
         app.router.add_get("/library/metadata/{key}/thumb/{stamp}", self._thumb)
+        # Any other path: PMS's HTML 404, not aiohttp's plain-text one.
+        app.router.add_route("*", "/{tail:.*}", self._unknown_path)
 
     def _authorized(self, request: web.Request) -> bool:
         token = request.headers.get("X-Plex-Token") or request.query.get("X-Plex-Token")
@@ -215,6 +218,9 @@ class PlexSimulator(SimServer):
 
     def _guard(self, request: web.Request) -> web.Response | None:
         return None if self._authorized(request) else self._unauthorized()
+
+    async def _unknown_path(self, request: web.Request) -> web.Response:
+        return self._not_found()
 
     async def _identity(self, request: web.Request) -> web.Response:
         if self.identity_requires_auth and not self._authorized(request):
@@ -297,8 +303,13 @@ class PlexSimulator(SimServer):
         if library is None:
             return self._not_found()
         kind = request.query.get("type", "2" if library.kind == "show" else "1")
+        rows = self.cached((library.id, kind), lambda: self._section_rows(library, kind))
+        return self._listing(request, rows, library_id=library.id, title=library.title)
+
+    def _section_rows(self, library: Any, kind: str) -> list[dict[str, Any]]:
+        """Every row of a section listing of one type, in id order."""
         if kind == "2":
-            rows: list[dict[str, Any]] = [self._show_row(s) for s in library.shows.values()]
+            rows = [self._show_row(s) for s in library.shows.values()]
         elif kind == "4":
             rows = [self._episode_row(e) for e in library.episodes() if not e.virtual]
         elif kind == "3":
@@ -309,7 +320,7 @@ class PlexSimulator(SimServer):
             ]
         else:
             rows = []
-        return self._listing(request, rows, library_id=library.id, title=library.title)
+        return sorted(rows, key=lambda r: int(r["ratingKey"]))
 
     async def _section_leaves(self, request: web.Request) -> web.Response:
         if (denied := self._guard(request)) is not None:
@@ -317,7 +328,7 @@ class PlexSimulator(SimServer):
         library = self.model.libraries.get(request.match_info["section"])
         if library is None:
             return self._not_found()
-        rows = [self._episode_row(e) for e in library.episodes() if not e.virtual]
+        rows = self.cached((library.id, "4"), lambda: self._section_rows(library, "4"))
         return self._listing(request, rows, library_id=library.id, title=library.title)
 
     async def _show_leaves(self, request: web.Request) -> web.Response:
@@ -390,11 +401,11 @@ class PlexSimulator(SimServer):
         filtered = self._filter(request, rows)
         if isinstance(filtered, web.Response):
             return filtered
-        rows = self._sort(filtered, query.get("sort", "id"))
+        sort = query.get("sort", "id")
+        # Cached section rows are already in id order.
+        rows = filtered if sort in ("id", "id:asc") else self._sort(filtered, sort)
         if "limit" in query:
             rows = rows[: int(query["limit"])]
-        if not self.ignore_trimming:
-            rows = [self._trim(row, query) for row in rows]
         total = len(rows)
         start_raw = request.headers.get(
             "X-Plex-Container-Start", query.get("X-Plex-Container-Start")
@@ -420,6 +431,8 @@ class PlexSimulator(SimServer):
         else:
             page = rows
             container.update(size=len(page))
+        if not self.ignore_trimming:
+            page = [self._trim(row, query) for row in page]
         if page:
             container["Metadata"] = page
         return self._reply(request, container, **headers)
@@ -549,7 +562,9 @@ class PlexSimulator(SimServer):
         if episode.number is not None:
             row["index"] = episode.number
         if episode.air_date:
-            row["originallyAvailableAt"] = episode.air_date
+            # Over-the-air recordings carry a time part (docs: plex §5): model a few.
+            stamp = f"{episode.air_date} 20:00:00" if (episode.number or 0) % 7 == 0 else ""
+            row["originallyAvailableAt"] = stamp or episode.air_date
         if row["year"] is None:
             del row["year"]
         # Absent, not zero, when unwatched (docs: plex §5).
