@@ -14,6 +14,7 @@ mirror, which makes the next sync a full one; it never stops the set-up.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from typing import Any
 
@@ -23,7 +24,7 @@ from homeassistant.helpers.storage import Store
 from .api.models import Episode, Show
 from .compat import STORE_OFF_LOOP
 from .const import DOMAIN, LOGGER
-from .sync import LibraryMirror, Mirror, ShowMirror, SyncState
+from .sync import YIELD_EVERY, LibraryMirror, Mirror, ShowMirror, SyncState
 
 STATUS_VERSION = 1
 LIBRARY_VERSION = 1
@@ -54,42 +55,42 @@ class _VersionedStore(Store[dict[str, Any]]):
         return old_data
 
 
-def encode_mirror(mirror: Mirror) -> dict[str, Any]:
-    """Turn the mirror into compact JSON-ready data."""
-    return {
-        "server_id": mirror.server_id,
-        "libraries": [
-            {
-                "id": library.id,
-                "title": library.title,
-                "shows": [
+async def encode_mirror(mirror: Mirror) -> dict[str, Any]:
+    """Turn the mirror into compact JSON-ready data, yielding to the loop as it goes."""
+    libraries = []
+    for library in mirror.libraries.values():
+        shows = []
+        done = 0
+        for entry in library.shows.values():
+            shows.append(
+                [
+                    entry.show.id,
+                    entry.show.title,
+                    entry.show.episode_count,
+                    entry.show.watched_count,
+                    entry.show.thumb,
                     [
-                        entry.show.id,
-                        entry.show.title,
-                        entry.show.episode_count,
-                        entry.show.watched_count,
-                        entry.show.thumb,
                         [
-                            [
-                                e.id,
-                                e.season,
-                                e.number,
-                                e.title,
-                                e.air_date,
-                                e.added_at,
-                                int(e.watched),
-                                e.updated_at,
-                                e.thumb,
-                            ]
-                            for e in entry.episodes.values()
-                        ],
-                    ]
-                    for entry in library.shows.values()
-                ],
-            }
-            for library in mirror.libraries.values()
-        ],
-    }
+                            e.id,
+                            e.season,
+                            e.number,
+                            e.title,
+                            e.air_date,
+                            e.added_at,
+                            int(e.watched),
+                            e.updated_at,
+                            e.thumb,
+                        ]
+                        for e in entry.episodes.values()
+                    ],
+                ]
+            )
+            done += len(entry.episodes) + 1
+            if done >= YIELD_EVERY:
+                done = 0
+                await asyncio.sleep(0)
+        libraries.append({"id": library.id, "title": library.title, "shows": shows})
+    return {"server_id": mirror.server_id, "libraries": libraries}
 
 
 def decode_mirror(data: Mapping[str, Any]) -> Mirror:
@@ -206,7 +207,7 @@ class EpisodeSyncStore:
     ) -> None:
         """Persist a committed sync: the mirror only when it changed (``mirror`` not None)."""
         if mirror is not None:
-            await self._library.async_save(encode_mirror(mirror))
+            await self._library.async_save(await encode_mirror(mirror))
             self.library_writes += 1
         self.last_result = last_result
         await self._status.async_save({**encode_state(state), "last_result": last_result})

@@ -49,6 +49,10 @@ CURSOR_OVERLAP = 300
 MASS_REMOVAL_SHARE = 0.5
 MASS_REMOVAL_MIN = 10
 
+#: CPU-bound loops over a library hand the event loop back every this many
+#: items, so a 100,000-episode full sync never blocks Home Assistant for long.
+YIELD_EVERY = 2000
+
 #: Markers can miss watch-state changes (Plex does not bump contentChangedAt
 #: for them), so each library's shows are re-listed at least this often.
 SHOWS_CHECK_INTERVAL = 3600.0
@@ -399,16 +403,21 @@ class SyncEngine:
         new_libraries: dict[str, LibraryMirror] = {}
         for library, shows, episodes in listings:
             by_show: dict[str, dict[str, Episode]] = {show.id: {} for show in shows}
-            for episode in episodes:
+            for index, episode in enumerate(episodes):
                 if episode.show_id in by_show:
                     by_show[episode.show_id][episode.id] = _placed(episode, library.id)
+                if index % YIELD_EVERY == YIELD_EVERY - 1:
+                    await asyncio.sleep(0)  # a big library is built in steps, not in one block
             old = mirror.libraries.get(library.id)
             old_shows: Mapping[str, ShowMirror] = old.shows if old is not None else {}
             new_shows: dict[str, ShowMirror] = {}
-            for count, show in enumerate(shows):
+            done = 0
+            for show in shows:
                 new_shows[show.id] = builder.show(old_shows.get(show.id), show, by_show[show.id])
-                if count % 100 == 99:
-                    await asyncio.sleep(0)  # a big library is built in steps, not in one block
+                done += len(by_show[show.id]) + 1
+                if done >= YIELD_EVERY:
+                    done = 0
+                    await asyncio.sleep(0)
             for show_id in old_shows.keys() - new_shows.keys():
                 builder.drop(old_shows[show_id])
             if old is None or old.title != library.title:

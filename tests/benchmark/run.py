@@ -97,6 +97,8 @@ class LoopMonitor:
         try:
             yield self
         finally:
+            # Let the ticker run once more, so a block at the very end is counted.
+            await asyncio.sleep(0.006)
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
@@ -149,7 +151,7 @@ async def run_server(
                     store_bytes = 0
                     if result.mirror_changed:
                         # What Home Assistant's Store does on a write (in the loop before 2025.12).
-                        store_bytes = len(orjson.dumps(encode_mirror(result.mirror)))
+                        store_bytes = len(orjson.dumps(await encode_mirror(result.mirror)))
                     seconds = time.perf_counter() - started
                 requests, received = await handle.call("stats")
                 assert requests == result.api_calls, (requests, result.api_calls)
@@ -169,7 +171,9 @@ async def run_server(
                         updated=result.updated,
                     )
                 )
-            run.mirror_bytes, run.mirror_peak_bytes, run.store_file_bytes = _mirror_memory(mirror)
+            run.mirror_bytes, run.mirror_peak_bytes, run.store_file_bytes = await _mirror_memory(
+                mirror
+            )
             if naive:
                 walker = NaiveWalker(session, sim.url, _naive_headers(spec.server, client))
                 started = time.perf_counter()
@@ -192,9 +196,9 @@ def _naive_headers(server: str, client: PlexClient | JellyfinClient) -> dict[str
     return {"Authorization": client.authorization_header()}
 
 
-def _mirror_memory(mirror: Mirror) -> tuple[int, int, int]:
+async def _mirror_memory(mirror: Mirror) -> tuple[int, int, int]:
     """Memory held by a mirror (rebuilt from its stored form) and its file size."""
-    encoded = orjson.dumps(encode_mirror(mirror))
+    encoded = orjson.dumps(await encode_mirror(mirror))
     data = orjson.loads(encoded)
     tracemalloc.start()
     rebuilt = decode_mirror(data)

@@ -39,10 +39,11 @@ from .errors import (
     WrongServerError,
 )
 from .models import Episode, Library, ServerInfo, ServerKind, Show
-from .paging import fetch_all
+from .paging import PARSE_STEP, fetch_all
 
 CLIENT_NAME = "Home Assistant"
 DEVICE_NAME = "Episode Sync"
+SERIES_PAGE_SIZE = 1000
 #: Below this version ``MinDateLastSaved`` alone fails; use the ForUser variant.
 DELTA_FIX_VERSION = (10, 11)
 
@@ -196,7 +197,9 @@ class JellyfinClient:
         except orjson.JSONDecodeError as err:
             raise MediaServerProtocolError(f"Jellyfin sent malformed JSON for {path}") from err
 
-    async def _items(self, path: str, params: Mapping[str, str]) -> list[dict[str, Any]]:
+    async def _items(
+        self, path: str, params: Mapping[str, str], *, page_size: int | None = None
+    ) -> list[dict[str, Any]]:
         """Every item of a QueryResult listing.
 
         Only the first page asks for the total (the count query costs the
@@ -220,7 +223,7 @@ class JellyfinClient:
             total = reply.get("TotalRecordCount") if first else None
             return reply["Items"], int(total) if isinstance(total, int) else None
 
-        return await fetch_all(page, self._page_size, self._concurrency)
+        return await fetch_all(page, page_size or self._page_size, self._concurrency)
 
     def _user(self) -> str:
         if not self.user_id:
@@ -296,6 +299,9 @@ class JellyfinClient:
                 "EnableUserData": "true",
                 "EnableImages": "false",
             },
+            # Series rows are small: one page per library keeps an unchanged
+            # sync at one request per library (docs: jellyfin §9 step 1).
+            page_size=SERIES_PAGE_SIZE,
         )
         shows = []
         for item in items:
@@ -329,7 +335,7 @@ class JellyfinClient:
     async def episodes(self, library_id: str) -> list[Episode]:
         """Every real episode of a library, paged library-wide (no season walk)."""
         items = await self._items("/Items", {**self._episode_params(), "ParentId": library_id})
-        return _episodes(items, library_id)
+        return await _episodes(items, library_id)
 
     async def show_episodes(self, library_id: str, show_id: str) -> list[Episode]:
         """Every real episode of one series (``isMissing=false`` drops placeholders)."""
@@ -343,7 +349,7 @@ class JellyfinClient:
                 "EnableImages": "false",
             },
         )
-        return _episodes(items, library_id)
+        return await _episodes(items, library_id)
 
     async def changed_episodes(self, library_ids: Sequence[str], since: int) -> list[Episode]:
         """Episodes saved at or after server time ``since``: one query for the server.
@@ -358,7 +364,7 @@ class JellyfinClient:
         )
         stamp = datetime.fromtimestamp(since, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         items = await self._items("/Items", {**self._episode_params(), name: stamp})
-        return _episodes(items, "")
+        return await _episodes(items, "")
 
 
 def _http_date(value: str | None) -> int | None:
@@ -370,9 +376,12 @@ def _http_date(value: str | None) -> int | None:
         return None
 
 
-def _episodes(items: list[dict[str, Any]], library_id: str) -> list[Episode]:
+async def _episodes(items: list[dict[str, Any]], library_id: str) -> list[Episode]:
+    """Parse episode rows, handing the event loop back every ``PARSE_STEP`` rows."""
     episodes = []
-    for item in items:
+    for index, item in enumerate(items):
+        if index % PARSE_STEP == PARSE_STEP - 1:
+            await asyncio.sleep(0)
         if item.get("Type", "Episode") != "Episode" or item.get("LocationType") == "Virtual":
             continue
         try:

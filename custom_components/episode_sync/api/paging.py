@@ -16,6 +16,9 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 type Row = dict[str, Any]
+#: Parsing hands the event loop back every this many rows (a 100,000-episode
+#: listing parsed in one go would block Home Assistant for a noticeable time).
+PARSE_STEP = 2000
 #: Fetch ``size`` rows from ``start``; return the rows and the total when known.
 type PageFetcher = Callable[[int, int], Awaitable[tuple[list[Row], int | None]]]
 

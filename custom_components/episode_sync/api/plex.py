@@ -33,7 +33,7 @@ from .errors import (
     WrongServerError,
 )
 from .models import Episode, Library, ServerInfo, ServerKind, Show
-from .paging import fetch_all
+from .paging import PARSE_STEP, fetch_all
 
 PRODUCT = "Episode Sync"
 VERSION = "0.1.0"
@@ -283,12 +283,12 @@ class PlexClient:
             f"/library/sections/{library_id}/all",
             {"type": str(TYPE_EPISODE), "sort": "id", **_LIGHT},
         )
-        return _episodes(rows, library_id)
+        return await _episodes(rows, library_id)
 
     async def show_episodes(self, library_id: str, show_id: str) -> list[Episode]:
         """Every episode of one show (``allLeaves``)."""
         rows = await self._paged(f"/library/metadata/{show_id}/allLeaves", dict(_LIGHT))
-        return _episodes(rows, library_id)
+        return await _episodes(rows, library_id)
 
     async def changed_episodes(self, library_ids: Sequence[str], since: int) -> list[Episode]:
         """Episodes updated at or after server time ``since``, per section."""
@@ -305,7 +305,7 @@ class PlexClient:
             params = {"type": str(TYPE_EPISODE), "sort": "id", **_LIGHT}
             params[f"{self._delta_field}>>"] = str(since)
             try:
-                return _episodes(await self._paged(path, params), library_id)
+                return await _episodes(await self._paged(path, params), library_id)
             except MediaServerProtocolError as err:
                 if err.status != 400 or self._delta_field == "addedAt":
                     raise
@@ -344,9 +344,12 @@ def _show(row: Mapping[str, Any], library_id: str) -> Show:
         raise MediaServerProtocolError("Plex sent a show without ratingKey") from err
 
 
-def _episodes(rows: list[dict[str, Any]], library_id: str) -> list[Episode]:
+async def _episodes(rows: list[dict[str, Any]], library_id: str) -> list[Episode]:
+    """Parse episode rows, handing the event loop back every ``PARSE_STEP`` rows."""
     episodes = []
-    for row in rows:
+    for index, row in enumerate(rows):
+        if index % PARSE_STEP == PARSE_STEP - 1:
+            await asyncio.sleep(0)
         if row.get("type", "episode") != "episode":
             continue
         try:
