@@ -8,7 +8,7 @@ Unpaged listings, as those clients send them.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import aiohttp
@@ -39,7 +39,7 @@ class NaiveWalker:
         self.bytes += len(body)
         return orjson.loads(body)
 
-    async def _bounded(self, concurrency: int, jobs: list[Awaitable[Any]]) -> list[Any]:
+    async def _bounded(self, concurrency: int, jobs: Sequence[Awaitable[Any]]) -> list[Any]:
         semaphore = asyncio.Semaphore(concurrency)
 
         async def run(job: Awaitable[Any]) -> Any:

@@ -309,12 +309,11 @@ def chart(runs: list[Run], path: str) -> None:
     for row, run in enumerate(runs):
         names = [m.scenario for m in run.scenarios]
         x = range(len(names))
-        for col, (label, ours, naive) in enumerate(
-            (
-                ("requests", [m.requests for m in run.scenarios], run.naive_requests),
-                ("seconds", [m.seconds for m in run.scenarios], run.naive_seconds),
-            )
-        ):
+        panels: list[tuple[str, list[float], float]] = [
+            ("requests", [float(m.requests) for m in run.scenarios], float(run.naive_requests)),
+            ("seconds", [m.seconds for m in run.scenarios], run.naive_seconds),
+        ]
+        for col, (label, ours, naive) in enumerate(panels):
             ax = axes[row][col]
             ax.bar([i - 0.2 for i in x], [max(v, 1e-3) for v in ours], 0.4, label="Episode Sync")
             ax.bar([i + 0.2 for i in x], [max(naive, 1e-3)] * len(names), 0.4, label="naive walk")
