@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
+from homeassistant.helpers.storage import Store
 import pytest
 
+from custom_components.episode_sync.const import DOMAIN
 from tests.simulator.jellyfin import JellyfinSimulator
 from tests.simulator.plex import PlexSimulator
 
@@ -14,6 +16,21 @@ from tests.simulator.plex import PlexSimulator
 @pytest.fixture(autouse=True)
 def auto_enable_custom_integrations(enable_custom_integrations: None) -> None:
     """Let Home Assistant load custom_components/episode_sync."""
+
+
+@pytest.fixture
+def library_writes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record every write of a library store (the mirror)."""
+    writes: list[str] = []
+    original = Store.async_save
+
+    async def spy(self: Store[Any], data: Any) -> None:
+        if self.key.startswith(DOMAIN) and self.key.endswith(".library"):
+            writes.append(self.key)
+        await original(self, data)
+
+    monkeypatch.setattr(Store, "async_save", spy)
+    return writes
 
 
 @pytest.fixture

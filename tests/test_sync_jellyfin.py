@@ -14,11 +14,10 @@ from typing import Any
 
 from freezegun.api import FrozenDateTimeFactory
 from homeassistant.core import HomeAssistant
-from homeassistant.helpers.storage import Store
 import pytest
 from pytest_homeassistant_custom_component.common import async_capture_events
 
-from custom_components.episode_sync.const import DOMAIN, EVENT_NEW_EPISODE
+from custom_components.episode_sync.const import EVENT_NEW_EPISODE
 from tests.helpers import (
     jellyfin_entry,
     mirror_rows,
@@ -32,21 +31,6 @@ from tests.helpers import (
 from tests.simulator.jellyfin import JellyfinSimulator
 
 VERSIONS = ["10.10.7", "10.11.7", "12.0.0"]
-
-
-@pytest.fixture
-def library_writes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Record every write of a library store (the mirror)."""
-    writes: list[str] = []
-    original = Store.async_save
-
-    async def spy(self: Store[Any], data: Any) -> None:
-        if self.key.startswith(DOMAIN) and self.key.endswith(".library"):
-            writes.append(self.key)
-        await original(self, data)
-
-    monkeypatch.setattr(Store, "async_save", spy)
-    return writes
 
 
 @pytest.fixture(params=VERSIONS)

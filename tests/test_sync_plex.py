@@ -15,7 +15,6 @@ from typing import Any
 
 from freezegun.api import FrozenDateTimeFactory
 from homeassistant.core import HomeAssistant
-from homeassistant.helpers.storage import Store
 import pytest
 from pytest_homeassistant_custom_component.common import async_capture_events
 
@@ -36,21 +35,6 @@ from tests.simulator.plex import PlexSimulator
 
 #: Paths that only a show -> season -> episode walk would request.
 WALK_PATHS = ("/children",)
-
-
-@pytest.fixture
-def library_writes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Record every write of a library store (the mirror)."""
-    writes: list[str] = []
-    original = Store.async_save
-
-    async def spy(self: Store[Any], data: Any) -> None:
-        if self.key.startswith(DOMAIN) and self.key.endswith(".library"):
-            writes.append(self.key)
-        await original(self, data)
-
-    monkeypatch.setattr(Store, "async_save", spy)
-    return writes
 
 
 @pytest.fixture

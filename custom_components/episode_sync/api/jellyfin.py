@@ -23,21 +23,14 @@ import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote
 
 import aiohttp
 import orjson
 
-from .errors import (
-    MediaServerAuthError,
-    MediaServerConnectionError,
-    MediaServerNotFoundError,
-    MediaServerProtocolError,
-    MediaServerUnavailableError,
-    WrongServerError,
-)
+from .errors import MediaServerAuthError, MediaServerProtocolError, WrongServerError
+from .http import HttpTransport, to_int
 from .models import Episode, Library, ServerInfo, ServerKind, Show
 from .paging import PARSE_STEP, fetch_all
 
@@ -102,37 +95,33 @@ class JellyfinClient:
         client_version: str = "1.0.0",
     ) -> None:
         """Bind to a server; the session is Home Assistant's shared one."""
-        self._session = session
-        self._url = url.rstrip("/")
+        self._http = HttpTransport(
+            session, url, server="Jellyfin", verify_ssl=verify_ssl, timeout=timeout
+        )
         self._device_id = device_id
         self.token = token
         self.user_id = user_id
-        self._ssl = bool(verify_ssl)
-        self._timeout = timeout
         self._page_size = page_size
         #: Pages of one listing fetched at once once the total is known.
         self._concurrency = max_concurrency
         self._client_version = client_version
         self.version: tuple[int, ...] | None = None
-        self._requests = 0
-        self._server_clock: int | None = None
 
     # -- Backend protocol bookkeeping -------------------------------------------
 
     @property
     def request_count(self) -> int:
         """HTTP requests made since the last ``reset_stats``."""
-        return self._requests
+        return self._http.request_count
 
     @property
     def server_clock(self) -> int | None:
         """Server time from the ``Date`` of the first answer since ``reset_stats``."""
-        return self._server_clock
+        return self._http.server_clock
 
     def reset_stats(self) -> None:
         """Start counting afresh."""
-        self._requests = 0
-        self._server_clock = None
+        self._http.reset_stats()
 
     # -- transport ------------------------------------------------------------------
 
@@ -157,41 +146,14 @@ class JellyfinClient:
         params: Mapping[str, str] | None = None,
         body: Mapping[str, Any] | None = None,
     ) -> Any:
-        """One request; map transport and status failures to the error hierarchy."""
-        self._requests += 1
-        headers = {"Accept": "application/json", "Authorization": self.authorization_header()}
-        try:
-            async with asyncio.timeout(self._timeout):
-                async with self._session.request(
-                    method,
-                    self._url + path,
-                    params=params or {},
-                    json=body,
-                    headers=headers,
-                    ssl=self._ssl,
-                    allow_redirects=False,
-                ) as response:
-                    payload = await response.read()
-                    if self._server_clock is None:
-                        self._server_clock = _http_date(response.headers.get("Date"))
-                    status = response.status
-                    retry_after = response.headers.get("Retry-After")
-        except TimeoutError as err:
-            raise MediaServerConnectionError(f"Jellyfin did not answer {path} in time") from err
-        except aiohttp.ClientError as err:
-            raise MediaServerConnectionError(f"Jellyfin request {path} failed: {err}") from err
-        if status == 401:
-            raise MediaServerAuthError("Jellyfin refused the credentials")
-        if status == 404:
-            raise MediaServerNotFoundError(f"Jellyfin has no {path}", status=404)
-        if status == 429 or status >= 500:
-            raise MediaServerUnavailableError(
-                f"Jellyfin answered {status} to {path}",
-                status=status,
-                retry_after=float(retry_after) if retry_after and retry_after.isdigit() else None,
-            )
-        if not 200 <= status < 300:
-            raise MediaServerProtocolError(f"Jellyfin answered {status} to {path}", status=status)
+        """One request, its JSON answer parsed."""
+        payload = await self._http.request(
+            method,
+            path,
+            headers={"Accept": "application/json", "Authorization": self.authorization_header()},
+            params=params,
+            json=body,
+        )
         try:
             return orjson.loads(payload)
         except orjson.JSONDecodeError as err:
@@ -367,15 +329,6 @@ class JellyfinClient:
         return await _episodes(items, "")
 
 
-def _http_date(value: str | None) -> int | None:
-    if not value:
-        return None
-    try:
-        return int(parsedate_to_datetime(value).timestamp())
-    except (TypeError, ValueError):
-        return None
-
-
 async def _episodes(items: list[dict[str, Any]], library_id: str) -> list[Episode]:
     """Parse episode rows, handing the event loop back every ``PARSE_STEP`` rows."""
     episodes = []
@@ -391,8 +344,8 @@ async def _episodes(items: list[dict[str, Any]], library_id: str) -> list[Episod
                     id=str(item["Id"]),
                     show_id=str(item["SeriesId"]),
                     library_id=library_id,
-                    season=_int(item.get("ParentIndexNumber")),
-                    number=_int(item.get("IndexNumber")),
+                    season=to_int(item.get("ParentIndexNumber")),
+                    number=to_int(item.get("IndexNumber")),
                     title=str(item.get("Name", "")),
                     air_date=premiere[:10]
                     if isinstance(premiere, str) and not premiere.startswith("0001")
@@ -404,12 +357,3 @@ async def _episodes(items: list[dict[str, Any]], library_id: str) -> list[Episod
         except (KeyError, TypeError) as err:
             raise MediaServerProtocolError(f"Jellyfin sent an incomplete episode: {err!r}") from err
     return episodes
-
-
-def _int(value: Any) -> int | None:
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None

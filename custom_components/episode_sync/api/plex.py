@@ -18,20 +18,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping, Sequence
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 import aiohttp
 import orjson
 
-from .errors import (
-    MediaServerAuthError,
-    MediaServerConnectionError,
-    MediaServerNotFoundError,
-    MediaServerProtocolError,
-    MediaServerUnavailableError,
-    WrongServerError,
-)
+from .errors import MediaServerAuthError, MediaServerProtocolError, WrongServerError
+from .http import HttpTransport, to_int
 from .models import Episode, Library, ServerInfo, ServerKind, Show
 from .paging import PARSE_STEP, fetch_all
 
@@ -48,15 +41,6 @@ _LIGHT = {
 }
 TYPE_SHOW = 2
 TYPE_EPISODE = 4
-
-
-def _int(value: Any, default: int | None = None) -> int | None:
-    if value is None or isinstance(value, bool):
-        return default
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return default
 
 
 def _bool(value: Any) -> bool:
@@ -85,18 +69,14 @@ class PlexClient:
         max_concurrency: int = 5,
     ) -> None:
         """Bind to a server; the session is Home Assistant's shared one."""
-        self._session = session
-        self._url = url.rstrip("/")
+        self._http = HttpTransport(
+            session, url, server="Plex", verify_ssl=verify_ssl, timeout=timeout
+        )
         self.token = token
         self._client_id = client_id
-        # True: aiohttp's default verification (the session decides); False: none.
-        self._ssl = bool(verify_ssl)
-        self._timeout = timeout
         self._page_size = page_size
         #: Pages of one listing fetched at once once the total is known.
         self._concurrency = max_concurrency
-        self._requests = 0
-        self._server_clock: int | None = None
         #: Some servers may reject ``updatedAt`` on episodes; then ``addedAt``.
         self._delta_field = "updatedAt"
 
@@ -105,17 +85,16 @@ class PlexClient:
     @property
     def request_count(self) -> int:
         """HTTP requests made since the last ``reset_stats``."""
-        return self._requests
+        return self._http.request_count
 
     @property
     def server_clock(self) -> int | None:
         """Server time from the ``Date`` of the first answer since ``reset_stats``."""
-        return self._server_clock
+        return self._http.server_clock
 
     def reset_stats(self) -> None:
         """Start counting afresh."""
-        self._requests = 0
-        self._server_clock = None
+        self._http.reset_stats()
 
     # -- transport ------------------------------------------------------------------
 
@@ -132,48 +111,13 @@ class PlexClient:
             headers["X-Plex-Token"] = self.token
         return headers
 
-    async def _read(
-        self, path: str, params: Mapping[str, str] | None = None, *, auth: bool = True
-    ) -> tuple[int, bytes]:
-        """GET a path; return status and body. Transport failures become connection errors."""
-        self._requests += 1
-        try:
-            async with asyncio.timeout(self._timeout):
-                async with self._session.get(
-                    self._url + path,
-                    params=params or {},
-                    headers=self._headers(auth=auth),
-                    ssl=self._ssl,
-                    allow_redirects=False,
-                ) as response:
-                    body = await response.read()
-                    if self._server_clock is None:
-                        self._server_clock = _http_date(response.headers.get("Date"))
-                    status = response.status
-                    retry_after = response.headers.get("Retry-After")
-        except TimeoutError as err:
-            raise MediaServerConnectionError(f"Plex did not answer {path} in time") from err
-        except aiohttp.ClientError as err:
-            raise MediaServerConnectionError(f"Plex request {path} failed: {err}") from err
-        if status == 401:
-            raise MediaServerAuthError("Plex refused the token")
-        if status == 404:
-            raise MediaServerNotFoundError(f"Plex has no {path}", status=404)
-        if status == 429 or status >= 500:
-            raise MediaServerUnavailableError(
-                f"Plex answered {status} to {path}",
-                status=status,
-                retry_after=_float(retry_after),
-            )
-        if not 200 <= status < 300:
-            raise MediaServerProtocolError(f"Plex answered {status} to {path}", status=status)
-        return status, body
-
     async def _get(
         self, path: str, params: Mapping[str, str] | None = None, *, auth: bool = True
     ) -> dict[str, Any]:
         """GET a path and return its ``MediaContainer``."""
-        _, body = await self._read(path, params, auth=auth)
+        body = await self._http.request(
+            "GET", path, headers=self._headers(auth=auth), params=params
+        )
         if body.lstrip()[:1] == b"<":
             raise MediaServerProtocolError(f"Plex sent XML or HTML for {path}, not JSON")
         try:
@@ -206,7 +150,7 @@ class PlexClient:
             rows = container.get("Metadata") or []
             if not isinstance(rows, list):
                 raise MediaServerProtocolError(f"Plex sent a bad Metadata list for {path}")
-            return rows, _int(container.get("totalSize"))
+            return rows, to_int(container.get("totalSize"))
 
         return await fetch_all(page, page_size or self._page_size, self._concurrency)
 
@@ -314,30 +258,14 @@ class PlexClient:
                 self._delta_field = "addedAt"
 
 
-def _http_date(value: str | None) -> int | None:
-    if not value:
-        return None
-    try:
-        return int(parsedate_to_datetime(value).timestamp())
-    except (TypeError, ValueError):
-        return None
-
-
-def _float(value: str | None) -> float | None:
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None
-
-
 def _show(row: Mapping[str, Any], library_id: str) -> Show:
     try:
         return Show(
             id=str(row["ratingKey"]),
             library_id=library_id,
             title=str(row.get("title", "")),
-            episode_count=_int(row.get("leafCount"), 0) or 0,
-            watched_count=_int(row.get("viewedLeafCount"), 0) or 0,
+            episode_count=to_int(row.get("leafCount"), 0) or 0,
+            watched_count=to_int(row.get("viewedLeafCount"), 0) or 0,
             thumb=row.get("thumb"),
         )
     except KeyError as err:
@@ -359,14 +287,14 @@ async def _episodes(rows: list[dict[str, Any]], library_id: str) -> list[Episode
                     id=str(row["ratingKey"]),
                     show_id=str(row["grandparentRatingKey"]),
                     library_id=library_id,
-                    season=_int(row.get("parentIndex")),
-                    number=_int(row.get("index")),
+                    season=to_int(row.get("parentIndex")),
+                    number=to_int(row.get("index")),
                     title=str(row.get("title", "")),
                     # "YYYY-MM-DD", sometimes with " HH:MM:SS" (docs: plex §5).
                     air_date=str(air)[:10] if air else None,
                     added_at=int(row["addedAt"]),
-                    watched=(_int(row.get("viewCount"), 0) or 0) > 0,
-                    updated_at=_int(row.get("updatedAt")),
+                    watched=(to_int(row.get("viewCount"), 0) or 0) > 0,
+                    updated_at=to_int(row.get("updatedAt")),
                     thumb=row.get("thumb"),
                 )
             )

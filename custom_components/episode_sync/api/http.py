@@ -1,0 +1,131 @@
+"""The HTTP transport both clients share: one request path, one error mapping.
+
+It counts requests (the sync budgets are counted in requests), reads the
+server's clock from the first answer's ``Date`` header (RFC 9110 §6.6.1), and
+turns every transport or status failure into the error hierarchy of
+``errors.py``, deciding on the status alone: a Plex 401 body is HTML, a
+Jellyfin 401 body is empty (docs: plex §1, jellyfin §1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import aiohttp
+
+from .errors import (
+    MediaServerAuthError,
+    MediaServerConnectionError,
+    MediaServerNotFoundError,
+    MediaServerProtocolError,
+    MediaServerUnavailableError,
+)
+
+
+class HttpTransport:
+    """Requests to one server, counted and mapped to the clients' errors."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        url: str,
+        *,
+        server: str,
+        verify_ssl: bool,
+        timeout: float,
+    ) -> None:
+        """Bind to a base URL; ``server`` names it in error messages."""
+        self._session = session
+        self.url = url.rstrip("/")
+        self._server = server
+        # True: aiohttp's default verification (the session decides); False: none.
+        self._ssl = bool(verify_ssl)
+        self._timeout = timeout
+        self.request_count = 0
+        self.server_clock: int | None = None
+
+    def reset_stats(self) -> None:
+        """Start counting requests and reading the server clock afresh."""
+        self.request_count = 0
+        self.server_clock = None
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        headers: Mapping[str, str],
+        params: Mapping[str, str] | None = None,
+        json: Any = None,
+    ) -> bytes:
+        """Send one request and return the body of a 2xx answer."""
+        self.request_count += 1
+        try:
+            async with asyncio.timeout(self._timeout):
+                async with self._session.request(
+                    method,
+                    self.url + path,
+                    params=params or {},
+                    json=json,
+                    headers=dict(headers),
+                    ssl=self._ssl,
+                    allow_redirects=False,
+                ) as response:
+                    body = await response.read()
+                    status = response.status
+                    if self.server_clock is None:
+                        self.server_clock = _http_date(response.headers.get("Date"))
+                    retry_after = response.headers.get("Retry-After")
+        except TimeoutError as err:
+            raise MediaServerConnectionError(
+                f"{self._server} did not answer {path} in time"
+            ) from err
+        except aiohttp.ClientError as err:
+            raise MediaServerConnectionError(
+                f"{self._server} request {path} failed: {err}"
+            ) from err
+        if status == 401:
+            raise MediaServerAuthError(f"{self._server} refused the credentials")
+        if status == 404:
+            raise MediaServerNotFoundError(f"{self._server} has no {path}", status=404)
+        if status == 429 or status >= 500:
+            raise MediaServerUnavailableError(
+                f"{self._server} answered {status} to {path}",
+                status=status,
+                retry_after=_seconds(retry_after),
+            )
+        if not 200 <= status < 300:
+            raise MediaServerProtocolError(
+                f"{self._server} answered {status} to {path}", status=status
+            )
+        return body
+
+
+def to_int(value: Any, default: int | None = None) -> int | None:
+    """An int from JSON that may carry it as a number or a string; ``default`` otherwise."""
+    if value is None or isinstance(value, bool):
+        return default
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return default
+
+
+def _http_date(value: str | None) -> int | None:
+    if not value:
+        return None
+    try:
+        return int(parsedate_to_datetime(value).timestamp())
+    except (TypeError, ValueError):
+        return None
+
+
+def _seconds(value: str | None) -> float | None:
+    """``Retry-After`` in seconds (the HTTP-date form is rare and ignored)."""
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
