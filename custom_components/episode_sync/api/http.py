@@ -104,6 +104,26 @@ class HttpTransport:
         return body
 
 
+class HttpClient:
+    """The bookkeeping the sync engine reads from a client, kept by its transport."""
+
+    _http: HttpTransport
+
+    @property
+    def request_count(self) -> int:
+        """HTTP requests made since the last ``reset_stats``."""
+        return self._http.request_count
+
+    @property
+    def server_clock(self) -> int | None:
+        """Server time from the ``Date`` of the first answer since ``reset_stats``."""
+        return self._http.server_clock
+
+    def reset_stats(self) -> None:
+        """Start counting afresh."""
+        self._http.reset_stats()
+
+
 def to_int(value: Any, default: int | None = None) -> int | None:
     """An int from JSON that may carry it as a number or a string; ``default`` otherwise."""
     if value is None or isinstance(value, bool):

@@ -30,7 +30,7 @@ import aiohttp
 import orjson
 
 from .errors import MediaServerAuthError, MediaServerProtocolError, WrongServerError
-from .http import HttpTransport, to_int
+from .http import HttpClient, HttpTransport, to_int
 from .models import Episode, Library, ServerInfo, ServerKind, Show
 from .paging import PARSE_STEP, fetch_all
 
@@ -74,7 +74,7 @@ def _timestamp(value: Any) -> int | None:
     return int(parsed.timestamp())
 
 
-class JellyfinClient:
+class JellyfinClient(HttpClient):
     """One Jellyfin server, reached as one user."""
 
     has_library_markers = False
@@ -106,22 +106,6 @@ class JellyfinClient:
         self._concurrency = max_concurrency
         self._client_version = client_version
         self.version: tuple[int, ...] | None = None
-
-    # -- Backend protocol bookkeeping -------------------------------------------
-
-    @property
-    def request_count(self) -> int:
-        """HTTP requests made since the last ``reset_stats``."""
-        return self._http.request_count
-
-    @property
-    def server_clock(self) -> int | None:
-        """Server time from the ``Date`` of the first answer since ``reset_stats``."""
-        return self._http.server_clock
-
-    def reset_stats(self) -> None:
-        """Start counting afresh."""
-        self._http.reset_stats()
 
     # -- transport ------------------------------------------------------------------
 

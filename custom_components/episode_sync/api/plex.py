@@ -24,7 +24,7 @@ import aiohttp
 import orjson
 
 from .errors import MediaServerAuthError, MediaServerProtocolError, WrongServerError
-from .http import HttpTransport, to_int
+from .http import HttpClient, HttpTransport, to_int
 from .models import Episode, Library, ServerInfo, ServerKind, Show
 from .paging import PARSE_STEP, fetch_all
 
@@ -50,7 +50,7 @@ def _bool(value: Any) -> bool:
     return bool(value)
 
 
-class PlexClient:
+class PlexClient(HttpClient):
     """One Plex Media Server, reached with a token."""
 
     has_library_markers = True
@@ -79,22 +79,6 @@ class PlexClient:
         self._concurrency = max_concurrency
         #: Some servers may reject ``updatedAt`` on episodes; then ``addedAt``.
         self._delta_field = "updatedAt"
-
-    # -- Backend protocol bookkeeping -------------------------------------------
-
-    @property
-    def request_count(self) -> int:
-        """HTTP requests made since the last ``reset_stats``."""
-        return self._http.request_count
-
-    @property
-    def server_clock(self) -> int | None:
-        """Server time from the ``Date`` of the first answer since ``reset_stats``."""
-        return self._http.server_clock
-
-    def reset_stats(self) -> None:
-        """Start counting afresh."""
-        self._http.reset_stats()
 
     # -- transport ------------------------------------------------------------------
 
