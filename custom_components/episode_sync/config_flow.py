@@ -6,7 +6,8 @@ Every error the clients can raise is mapped to a form error in one place
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 import uuid
 
@@ -34,7 +35,6 @@ from yarl import URL
 
 from .api.errors import (
     MediaServerAuthError,
-    MediaServerConnectionError,
     MediaServerError,
     WrongServerError,
 )
@@ -84,28 +84,31 @@ def _check_url(url: str) -> str:
     return str(parsed).rstrip("/")
 
 
-async def _validate(
-    client: PlexClient | JellyfinClient, wrong_server: str
-) -> tuple[ServerInfo, list[Library]]:
-    """Identify the server and list its TV libraries, mapping every failure once."""
+@contextmanager
+def _form_errors(wrong_server: str) -> Iterator[None]:
+    """Map every client failure to its form error: the one place that decides."""
     try:
-        if isinstance(client, PlexClient):
-            await client.identity()
-            info = await client.server_info()
-        else:
-            info = await client.server_info()
-        libraries = await client.libraries()
+        yield
     except WrongServerError as err:
         raise _FlowError(wrong_server) from err
     except MediaServerAuthError as err:
         raise _FlowError("invalid_auth") from err
-    except MediaServerConnectionError as err:
-        raise _FlowError("cannot_connect") from err
     except MediaServerError as err:
         raise _FlowError("cannot_connect") from err
     except Exception as err:
         LOGGER.exception("Unexpected error while checking the server")
         raise _FlowError("unknown") from err
+
+
+async def _validate(
+    client: PlexClient | JellyfinClient, wrong_server: str
+) -> tuple[ServerInfo, list[Library]]:
+    """Identify the server and list its TV libraries."""
+    with _form_errors(wrong_server):
+        if isinstance(client, PlexClient):
+            await client.identity()
+        info = await client.server_info()
+        libraries = await client.libraries()
     if not libraries:
         raise _FlowError("no_tv_libraries")
     return info, libraries
@@ -198,18 +201,9 @@ class EpisodeSyncConfigFlow(ConfigFlow, domain=DOMAIN):
         }
         client = create_client(self.hass, data)
         assert isinstance(client, JellyfinClient)
-        try:
+        with _form_errors("not_a_jellyfin_server"):
             await client.public_info()
             login = await client.login(username, password)
-        except WrongServerError as err:
-            raise _FlowError("not_a_jellyfin_server") from err
-        except MediaServerAuthError as err:
-            raise _FlowError("invalid_auth") from err
-        except MediaServerError as err:
-            raise _FlowError("cannot_connect") from err
-        except Exception as err:
-            LOGGER.exception("Unexpected error while signing in to Jellyfin")
-            raise _FlowError("unknown") from err
         data[CONF_TOKEN] = login.access_token
         data[CONF_USER_ID] = login.user_id
         info, libraries = await _validate(create_client(self.hass, data), "not_a_jellyfin_server")
