@@ -17,7 +17,7 @@ from custom_components.episode_sync.api.errors import (
     WrongServerError,
 )
 from custom_components.episode_sync.api.jellyfin import JellyfinClient
-from custom_components.episode_sync.api.paging import fetch_all
+from custom_components.episode_sync.api.paging import Page, fetch_all
 from custom_components.episode_sync.api.plex import PlexClient
 from tests.simulator.common import Fault
 from tests.simulator.jellyfin import JellyfinSimulator
@@ -280,19 +280,34 @@ async def test_server_clock_follows_the_server(
 
 async def test_fetch_all_fills_gaps_of_short_pages() -> None:
     """A page that comes back shorter than the stride leaves no hole."""
-    data = [{"i": i} for i in range(23)]
+    data = list(range(23))
     calls: list[tuple[int, int]] = []
 
-    async def fetch(start: int, size: int) -> tuple[list[dict[str, Any]], int | None]:
+    async def fetch(start: int, size: int) -> Page[int]:
         calls.append((start, size))
         size = min(size, 5)
         if start == 10:
             size = 2  # this page is short
-        return data[start : start + size], len(data)
+        rows = data[start : start + size]
+        return Page(rows, len(rows), len(data))
 
-    rows = await fetch_all(fetch, 5, 3)
-    assert rows == data
+    assert await fetch_all(fetch, 5, 3) == data
     assert (12, 3) in calls  # the gap after the short page was asked for again
+
+
+async def test_fetch_all_accepts_a_hole_it_cannot_fill() -> None:
+    """Rows deleted while paging: the listing ends short, without repeating rows."""
+    data = list(range(12))
+
+    async def fetch(start: int, size: int) -> Page[int]:
+        if 5 <= start < 10 and size < 5:
+            return Page([], 0, 12)  # the gap cannot be filled any more
+        size = 3 if start == 5 else min(size, 5)
+        rows = data[start : start + size]
+        return Page(rows, len(rows), len(data))
+
+    rows = await fetch_all(fetch, 5, 2)
+    assert rows == [0, 1, 2, 3, 4, 5, 6, 7, 10, 11]
 
 
 @pytest.mark.parametrize(

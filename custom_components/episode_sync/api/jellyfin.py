@@ -20,7 +20,7 @@ Built on the behaviour documented in the project's Jellyfin notes
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -32,7 +32,7 @@ import orjson
 from .errors import MediaServerAuthError, MediaServerProtocolError, WrongServerError
 from .http import HttpClient, HttpTransport, to_int
 from .models import Episode, Library, ServerInfo, ServerKind, Show
-from .paging import PARSE_STEP, fetch_all
+from .paging import PARSE_STEP, Page, fetch_all
 
 CLIENT_NAME = "Home Assistant"
 DEVICE_NAME = "Episode Sync"
@@ -143,16 +143,21 @@ class JellyfinClient(HttpClient):
         except orjson.JSONDecodeError as err:
             raise MediaServerProtocolError(f"Jellyfin sent malformed JSON for {path}") from err
 
-    async def _items(
-        self, path: str, params: Mapping[str, str], *, page_size: int | None = None
-    ) -> list[dict[str, Any]]:
+    async def _items[T](
+        self,
+        path: str,
+        params: Mapping[str, str],
+        parse: Callable[[list[dict[str, Any]]], Awaitable[list[T]]],
+        *,
+        page_size: int | None = None,
+    ) -> list[T]:
         """Every item of a QueryResult listing.
 
         Only the first page asks for the total (the count query costs the
         server); the others follow at the stride the server really serves.
         """
 
-        async def page(start: int, size: int) -> tuple[list[dict[str, Any]], int | None]:
+        async def page(start: int, size: int) -> Page[T]:
             first = start == 0
             reply = await self._request(
                 "GET",
@@ -166,8 +171,9 @@ class JellyfinClient(HttpClient):
             )
             if not isinstance(reply, dict) or not isinstance(reply.get("Items"), list):
                 raise MediaServerProtocolError(f"Jellyfin sent no Items list for {path}")
+            rows = reply["Items"]
             total = reply.get("TotalRecordCount") if first else None
-            return reply["Items"], int(total) if isinstance(total, int) else None
+            return Page(await parse(rows), len(rows), total if isinstance(total, int) else None)
 
         return await fetch_all(page, page_size or self._page_size, self._concurrency)
 
@@ -234,7 +240,7 @@ class JellyfinClient(HttpClient):
 
     async def shows(self, library_id: str) -> list[Show]:
         """Every series of a library with its episode and unplayed counts."""
-        items = await self._items(
+        return await self._items(
             "/Items",
             {
                 "userId": self._user(),
@@ -245,27 +251,11 @@ class JellyfinClient(HttpClient):
                 "EnableUserData": "true",
                 "EnableImages": "false",
             },
+            lambda items: _series(items, library_id),
             # Series rows are small: one page per library keeps an unchanged
             # sync at one request per library (docs: jellyfin §9 step 1).
             page_size=SERIES_PAGE_SIZE,
         )
-        shows = []
-        for item in items:
-            try:
-                total = int(item.get("RecursiveItemCount", 0))
-                unplayed = int((item.get("UserData") or {}).get("UnplayedItemCount", total))
-                shows.append(
-                    Show(
-                        id=str(item["Id"]),
-                        library_id=library_id,
-                        title=str(item.get("Name", "")),
-                        episode_count=total,
-                        watched_count=max(0, total - unplayed),
-                    )
-                )
-            except (KeyError, TypeError, ValueError) as err:
-                raise MediaServerProtocolError(f"Jellyfin sent a bad series: {err!r}") from err
-        return shows
 
     def _episode_params(self) -> dict[str, str]:
         return {
@@ -280,12 +270,15 @@ class JellyfinClient(HttpClient):
 
     async def episodes(self, library_id: str) -> list[Episode]:
         """Every real episode of a library, paged library-wide (no season walk)."""
-        items = await self._items("/Items", {**self._episode_params(), "ParentId": library_id})
-        return await _episodes(items, library_id)
+        return await self._items(
+            "/Items",
+            {**self._episode_params(), "ParentId": library_id},
+            lambda items: _episodes(items, library_id),
+        )
 
     async def show_episodes(self, library_id: str, show_id: str) -> list[Episode]:
         """Every real episode of one series (``isMissing=false`` drops placeholders)."""
-        items = await self._items(
+        return await self._items(
             f"/Shows/{show_id}/Episodes",
             {
                 "userId": self._user(),
@@ -294,8 +287,8 @@ class JellyfinClient(HttpClient):
                 "EnableUserData": "true",
                 "EnableImages": "false",
             },
+            lambda items: _episodes(items, library_id),
         )
-        return await _episodes(items, library_id)
 
     async def changed_episodes(self, library_ids: Sequence[str], since: int) -> list[Episode]:
         """Episodes saved at or after server time ``since``: one query for the server.
@@ -309,8 +302,30 @@ class JellyfinClient(HttpClient):
             "MinDateLastSaved" if self.version >= DELTA_FIX_VERSION else "MinDateLastSavedForUser"
         )
         stamp = datetime.fromtimestamp(since, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        items = await self._items("/Items", {**self._episode_params(), name: stamp})
-        return await _episodes(items, "")
+        return await self._items(
+            "/Items", {**self._episode_params(), name: stamp}, lambda items: _episodes(items, "")
+        )
+
+
+async def _series(items: list[dict[str, Any]], library_id: str) -> list[Show]:
+    """Parse series rows with their episode and watched counts."""
+    shows = []
+    for item in items:
+        try:
+            total = int(item.get("RecursiveItemCount", 0))
+            unplayed = int((item.get("UserData") or {}).get("UnplayedItemCount", total))
+            shows.append(
+                Show(
+                    id=str(item["Id"]),
+                    library_id=library_id,
+                    title=str(item.get("Name", "")),
+                    episode_count=total,
+                    watched_count=max(0, total - unplayed),
+                )
+            )
+        except (KeyError, TypeError, ValueError) as err:
+            raise MediaServerProtocolError(f"Jellyfin sent a bad series: {err!r}") from err
+    return shows
 
 
 async def _episodes(items: list[dict[str, Any]], library_id: str) -> list[Episode]:

@@ -13,42 +13,64 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from dataclasses import dataclass
 
-type Row = dict[str, Any]
 #: Parsing hands the event loop back every this many rows (a 100,000-episode
 #: listing parsed in one go would block Home Assistant for a noticeable time).
 PARSE_STEP = 2000
-#: Fetch ``size`` rows from ``start``; return the rows and the total when known.
-type PageFetcher = Callable[[int, int], Awaitable[tuple[list[Row], int | None]]]
 
 
-async def fetch_all(fetch: PageFetcher, page_size: int, concurrency: int) -> list[Row]:
-    """Every row of a listing."""
-    rows, total = await fetch(0, page_size)
-    if total is None or not rows or len(rows) >= total:
-        return rows
-    stride = len(rows)
+@dataclass(frozen=True, slots=True)
+class Page[T]:
+    """One page: what it parsed to, how many rows the server served, the total."""
+
+    items: list[T]
+    served: int
+    total: int | None
+
+
+#: Fetch and parse ``size`` rows from ``start``.
+type PageFetcher[T] = Callable[[int, int], Awaitable[Page[T]]]
+
+
+async def fetch_all[T](fetch: PageFetcher[T], page_size: int, concurrency: int) -> list[T]:
+    """Every item of a listing, each page parsed as it arrives.
+
+    Parsing per page keeps at most a few pages of raw JSON alive at once: at
+    100,000 episodes, holding every raw row until the end made the garbage
+    collector's full passes block the event loop.
+    """
+    first = await fetch(0, page_size)
+    items = list(first.items)
+    total = first.total
+    if total is None or first.served == 0 or first.served >= total:
+        return items
+    stride = first.served
     starts = list(range(stride, total, stride))
     pages = await bounded_gather((fetch(start, stride) for start in starts), concurrency)
-    for start, (page, _) in zip(starts, pages, strict=True):
-        if len(rows) < start:
-            rows.extend(await _sequential(fetch, len(rows), start, stride))
-        rows.extend(page[len(rows) - start :])
-    if len(rows) < total:
-        rows.extend(await _sequential(fetch, len(rows), total, stride))
-    return rows
+    position = stride
+    for start, page in zip(starts, pages, strict=True):
+        if position < start:
+            position = await _sequential(fetch, position, start, stride, items)
+        items.extend(page.items)
+        position = start + page.served
+    if position < total:
+        await _sequential(fetch, position, total, stride, items)
+    return items
 
 
-async def _sequential(fetch: PageFetcher, start: int, end: int, size: int) -> list[Row]:
-    """Rows from ``start`` up to ``end``, one page after the other."""
-    rows: list[Row] = []
-    while start + len(rows) < end:
-        page, _ = await fetch(start + len(rows), min(size, end - start - len(rows)))
-        if not page:
+async def _sequential[T](
+    fetch: PageFetcher[T], start: int, end: int, size: int, into: list[T]
+) -> int:
+    """Fill rows ``start`` up to ``end`` page after page; return where it stopped."""
+    position = start
+    while position < end:
+        page = await fetch(position, min(size, end - position))
+        if page.served == 0:
             break
-        rows.extend(page)
-    return rows
+        into.extend(page.items)
+        position += page.served
+    return position
 
 
 async def bounded_gather[T](jobs: Iterable[Awaitable[T]], concurrency: int) -> list[T]:

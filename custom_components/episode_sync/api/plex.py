@@ -17,7 +17,7 @@ Built on the behaviour documented in the project's Plex notes (docs/plex-api.md)
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import aiohttp
@@ -26,7 +26,7 @@ import orjson
 from .errors import MediaServerAuthError, MediaServerProtocolError, WrongServerError
 from .http import HttpClient, HttpTransport, to_int
 from .models import Episode, Library, ServerInfo, ServerKind, Show
-from .paging import PARSE_STEP, fetch_all
+from .paging import PARSE_STEP, Page, fetch_all
 
 PRODUCT = "Episode Sync"
 VERSION = "0.1.0"
@@ -113,16 +113,21 @@ class PlexClient(HttpClient):
             raise MediaServerProtocolError(f"Plex sent no MediaContainer for {path}")
         return container
 
-    async def _paged(
-        self, path: str, params: Mapping[str, str], *, page_size: int | None = None
-    ) -> list[dict[str, Any]]:
-        """Every ``Metadata`` row of a listing (docs: plex §3).
+    async def _paged[T](
+        self,
+        path: str,
+        params: Mapping[str, str],
+        parse: Callable[[list[dict[str, Any]]], Awaitable[list[T]]],
+        *,
+        page_size: int | None = None,
+    ) -> list[T]:
+        """Every ``Metadata`` row of a listing, parsed page by page (docs: plex §3).
 
         Start and Size are always sent together (Size alone is ignored);
         a missing ``totalSize`` means this page is everything (plexapi).
         """
 
-        async def page(start: int, size: int) -> tuple[list[dict[str, Any]], int | None]:
+        async def page(start: int, size: int) -> Page[T]:
             container = await self._get(
                 path,
                 {
@@ -134,7 +139,7 @@ class PlexClient(HttpClient):
             rows = container.get("Metadata") or []
             if not isinstance(rows, list):
                 raise MediaServerProtocolError(f"Plex sent a bad Metadata list for {path}")
-            return rows, to_int(container.get("totalSize"))
+            return Page(await parse(rows), len(rows), to_int(container.get("totalSize")))
 
         return await fetch_all(page, page_size or self._page_size, self._concurrency)
 
@@ -198,25 +203,28 @@ class PlexClient(HttpClient):
 
     async def shows(self, library_id: str) -> list[Show]:
         """Every show of a section with its leaf counts."""
-        rows = await self._paged(
+        return await self._paged(
             f"/library/sections/{library_id}/all",
             {"type": str(TYPE_SHOW), "sort": "id", **_LIGHT},
+            lambda rows: _shows(rows, library_id),
             page_size=SHOW_PAGE_SIZE,
         )
-        return [_show(row, library_id) for row in rows if row.get("type", "show") == "show"]
 
     async def episodes(self, library_id: str) -> list[Episode]:
         """Every episode of a section in one flat, paged listing (no season walk)."""
-        rows = await self._paged(
+        return await self._paged(
             f"/library/sections/{library_id}/all",
             {"type": str(TYPE_EPISODE), "sort": "id", **_LIGHT},
+            lambda rows: _episodes(rows, library_id),
         )
-        return await _episodes(rows, library_id)
 
     async def show_episodes(self, library_id: str, show_id: str) -> list[Episode]:
         """Every episode of one show (``allLeaves``)."""
-        rows = await self._paged(f"/library/metadata/{show_id}/allLeaves", dict(_LIGHT))
-        return await _episodes(rows, library_id)
+        return await self._paged(
+            f"/library/metadata/{show_id}/allLeaves",
+            dict(_LIGHT),
+            lambda rows: _episodes(rows, library_id),
+        )
 
     async def changed_episodes(self, library_ids: Sequence[str], since: int) -> list[Episode]:
         """Episodes updated at or after server time ``since``, per section."""
@@ -233,13 +241,18 @@ class PlexClient(HttpClient):
             params = {"type": str(TYPE_EPISODE), "sort": "id", **_LIGHT}
             params[f"{self._delta_field}>>"] = str(since)
             try:
-                return await _episodes(await self._paged(path, params), library_id)
+                return await self._paged(path, params, lambda rows: _episodes(rows, library_id))
             except MediaServerProtocolError as err:
                 if err.status != 400 or self._delta_field == "addedAt":
                     raise
                 # ``updatedAt`` is not an advertised field: fall back to ``addedAt``
                 # and let the show counts catch what it misses (docs: plex §9.4).
                 self._delta_field = "addedAt"
+
+
+async def _shows(rows: list[dict[str, Any]], library_id: str) -> list[Show]:
+    """Parse show rows, skipping anything that is not a show."""
+    return [_show(row, library_id) for row in rows if row.get("type", "show") == "show"]
 
 
 def _show(row: Mapping[str, Any], library_id: str) -> Show:
