@@ -16,16 +16,10 @@ from custom_components.episode_sync.api.jellyfin import JellyfinClient
 from custom_components.episode_sync.const import (
     CONF_CLIENT_ID,
     CONF_DEVICE_ID,
-    CONF_FULL_SYNC_DAYS,
     CONF_LIBRARIES,
-    CONF_MAX_CONCURRENCY,
-    CONF_NEW_EPISODE_DAYS,
-    CONF_SCAN_INTERVAL,
     CONF_SERVER_TYPE,
     CONF_USER_ID,
-    DEFAULT_FULL_SYNC_DAYS,
-    DEFAULT_MAX_CONCURRENCY,
-    DEFAULT_NEW_EPISODE_DAYS,
+    DEFAULT_OPTIONS,
     DEFAULT_SCAN_INTERVAL,
     DOMAIN,
 )
@@ -46,14 +40,7 @@ def tv_library_ids(model: SimLibraryModel) -> list[str]:
 
 def default_options(library_ids: list[str], **overrides: Any) -> dict[str, Any]:
     """Entry options as the config flow creates them."""
-    return {
-        CONF_LIBRARIES: library_ids,
-        CONF_SCAN_INTERVAL: DEFAULT_SCAN_INTERVAL,
-        CONF_NEW_EPISODE_DAYS: DEFAULT_NEW_EPISODE_DAYS,
-        CONF_FULL_SYNC_DAYS: DEFAULT_FULL_SYNC_DAYS,
-        CONF_MAX_CONCURRENCY: DEFAULT_MAX_CONCURRENCY,
-        **overrides,
-    }
+    return {CONF_LIBRARIES: library_ids, **DEFAULT_OPTIONS, **overrides}
 
 
 def plex_entry(sim: PlexSimulator, **options: Any) -> MockConfigEntry:

@@ -350,6 +350,10 @@ async def test_options(hass: HomeAssistant, plex_sim: PlexSimulator) -> None:
         "full_sync_days": 14,
         CONF_LIBRARIES: tv_library_ids(plex_sim.model),
         CONF_MAX_CONCURRENCY: 2,
+        "push_updates": False,
+        "push_scan_interval": 120,
+        "exclude_keywords": "news, talk",
+        "hide_specials": True,
     }
     result = await hass.config_entries.options.async_configure(
         result["flow_id"], {**options, CONF_LIBRARIES: []}

@@ -46,17 +46,18 @@ from .compat import vol
 from .const import (
     CONF_CLIENT_ID,
     CONF_DEVICE_ID,
+    CONF_EXCLUDE_KEYWORDS,
     CONF_FULL_SYNC_DAYS,
+    CONF_HIDE_SPECIALS,
     CONF_LIBRARIES,
     CONF_MAX_CONCURRENCY,
     CONF_NEW_EPISODE_DAYS,
+    CONF_PUSH_SCAN_INTERVAL,
+    CONF_PUSH_UPDATES,
     CONF_SCAN_INTERVAL,
     CONF_SERVER_TYPE,
     CONF_USER_ID,
-    DEFAULT_FULL_SYNC_DAYS,
-    DEFAULT_MAX_CONCURRENCY,
-    DEFAULT_NEW_EPISODE_DAYS,
-    DEFAULT_SCAN_INTERVAL,
+    DEFAULT_OPTIONS,
     DOMAIN,
     LOGGER,
 )
@@ -257,13 +258,7 @@ class EpisodeSyncConfigFlow(ConfigFlow, domain=DOMAIN):
             return self.async_create_entry(
                 title=self._info.name,
                 data=self._data,
-                options={
-                    CONF_LIBRARIES: list(user_input[CONF_LIBRARIES]),
-                    CONF_SCAN_INTERVAL: DEFAULT_SCAN_INTERVAL,
-                    CONF_NEW_EPISODE_DAYS: DEFAULT_NEW_EPISODE_DAYS,
-                    CONF_FULL_SYNC_DAYS: DEFAULT_FULL_SYNC_DAYS,
-                    CONF_MAX_CONCURRENCY: DEFAULT_MAX_CONCURRENCY,
-                },
+                options={CONF_LIBRARIES: list(user_input[CONF_LIBRARIES]), **DEFAULT_OPTIONS},
             )
         return self.async_show_form(
             step_id="libraries",
@@ -363,6 +358,16 @@ class EpisodeSyncConfigFlow(ConfigFlow, domain=DOMAIN):
         )
 
 
+#: Options entered with number selectors, stored as ints.
+_WHOLE_NUMBERS = (
+    CONF_SCAN_INTERVAL,
+    CONF_NEW_EPISODE_DAYS,
+    CONF_FULL_SYNC_DAYS,
+    CONF_MAX_CONCURRENCY,
+    CONF_PUSH_SCAN_INTERVAL,
+)
+
+
 class EpisodeSyncOptionsFlow(OptionsFlow):
     """Tunables of an entry; the libraries list comes from the server."""
 
@@ -373,10 +378,9 @@ class EpisodeSyncOptionsFlow(OptionsFlow):
             return self.async_create_entry(
                 data={
                     **user_input,
-                    CONF_SCAN_INTERVAL: int(user_input[CONF_SCAN_INTERVAL]),
-                    CONF_NEW_EPISODE_DAYS: int(user_input[CONF_NEW_EPISODE_DAYS]),
-                    CONF_FULL_SYNC_DAYS: int(user_input[CONF_FULL_SYNC_DAYS]),
-                    CONF_MAX_CONCURRENCY: int(user_input[CONF_MAX_CONCURRENCY]),
+                    # Number selectors hand back floats.
+                    **{key: int(user_input[key]) for key in _WHOLE_NUMBERS},
+                    CONF_EXCLUDE_KEYWORDS: user_input.get(CONF_EXCLUDE_KEYWORDS, "").strip(),
                 }
             )
         if user_input is not None:
@@ -405,14 +409,16 @@ class EpisodeSyncOptionsFlow(OptionsFlow):
                 vol.Required(CONF_FULL_SYNC_DAYS): number(1, 90, "d"),
                 vol.Required(CONF_LIBRARIES): _library_selector(libraries),
                 vol.Required(CONF_MAX_CONCURRENCY): number(1, 20),
+                vol.Required(CONF_PUSH_UPDATES): bool,
+                vol.Required(CONF_PUSH_SCAN_INTERVAL): number(1, 1440, "min"),
+                vol.Optional(CONF_EXCLUDE_KEYWORDS): TextSelector(),
+                vol.Required(CONF_HIDE_SPECIALS): bool,
             }
         )
         suggested = {
-            CONF_SCAN_INTERVAL: options.get(CONF_SCAN_INTERVAL, DEFAULT_SCAN_INTERVAL),
-            CONF_NEW_EPISODE_DAYS: options.get(CONF_NEW_EPISODE_DAYS, DEFAULT_NEW_EPISODE_DAYS),
-            CONF_FULL_SYNC_DAYS: options.get(CONF_FULL_SYNC_DAYS, DEFAULT_FULL_SYNC_DAYS),
-            CONF_LIBRARIES: options.get(CONF_LIBRARIES, []),
-            CONF_MAX_CONCURRENCY: options.get(CONF_MAX_CONCURRENCY, DEFAULT_MAX_CONCURRENCY),
+            **DEFAULT_OPTIONS,
+            CONF_LIBRARIES: [],
+            **options,
             **(user_input or {}),
         }
         return self.async_show_form(

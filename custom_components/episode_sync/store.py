@@ -42,6 +42,8 @@ _EPISODE_FIELDS = (
     "watched",
     "updated_at",
     "thumb",
+    "duration",
+    "air_time",
 )
 
 
@@ -80,6 +82,8 @@ async def encode_mirror(mirror: Mirror) -> dict[str, Any]:
                     int(e.watched),
                     e.updated_at,
                     e.thumb,
+                    e.duration,
+                    e.air_time,
                 ]
                 for e in entry.episodes.values()
             ]
@@ -133,6 +137,8 @@ def decode_mirror(data: Mapping[str, Any]) -> Mirror:
                         watched=bool(e["watched"]),
                         updated_at=e.get("updated_at"),
                         thumb=e.get("thumb"),
+                        duration=e.get("duration"),
+                        air_time=e.get("air_time"),
                     )
                 shows[show.id] = ShowMirror.build(show, episodes)
             libraries[library_id] = LibraryMirror(

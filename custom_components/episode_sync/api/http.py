@@ -134,6 +134,12 @@ def to_int(value: Any, default: int | None = None) -> int | None:
         return default
 
 
+def to_seconds(value: Any, per_second: int) -> int | None:
+    """Whole seconds of a duration sent in ``per_second`` units (ms, ticks); None if absent."""
+    units = to_int(value)
+    return units // per_second if units is not None and units > 0 else None
+
+
 def _http_date(value: str | None) -> int | None:
     if not value:
         return None

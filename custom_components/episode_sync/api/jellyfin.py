@@ -30,7 +30,7 @@ import aiohttp
 import orjson
 
 from .errors import MediaServerAuthError, MediaServerProtocolError, WrongServerError
-from .http import HttpClient, HttpTransport, to_int
+from .http import HttpClient, HttpTransport, to_int, to_seconds
 from .models import Episode, Library, ServerInfo, ServerKind, Show
 from .paging import PARSE_STEP, Page, fetch_all
 
@@ -351,6 +351,8 @@ async def _episodes(items: list[dict[str, Any]], library_id: str) -> list[Episod
                     else None,
                     added_at=_timestamp(item.get("DateCreated")) or 0,
                     watched=bool((item.get("UserData") or {}).get("Played", False)),
+                    # RunTimeTicks are 100 ns units (.NET ticks).
+                    duration=to_seconds(item.get("RunTimeTicks"), 10_000_000),
                 )
             )
         except (KeyError, TypeError) as err:

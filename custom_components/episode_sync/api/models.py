@@ -72,8 +72,11 @@ class Episode:
     ``added_at`` is epoch seconds, UTC. ``updated_at`` is the server's own
     last-change stamp in epoch seconds when it has one (Plex ``updatedAt``),
     else ``None`` (Jellyfin exposes no such field). ``air_date`` is
-    ``YYYY-MM-DD``. ``season`` and ``number`` are ``None`` when the server has
-    no index for the episode.
+    ``YYYY-MM-DD``; ``air_time`` is the time of day it aired (``HH:MM``, the
+    server's local time) when the server has one (Plex over-the-air
+    recordings), else ``None``. ``duration`` is the runtime in seconds, when
+    known. ``season`` and ``number`` are ``None`` when the server has no index
+    for the episode.
     """
 
     id: str
@@ -87,3 +90,5 @@ class Episode:
     watched: bool
     updated_at: int | None = None
     thumb: str | None = None
+    duration: int | None = None
+    air_time: str | None = None

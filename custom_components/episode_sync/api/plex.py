@@ -24,7 +24,7 @@ import aiohttp
 import orjson
 
 from .errors import MediaServerAuthError, MediaServerProtocolError, WrongServerError
-from .http import HttpClient, HttpTransport, to_int
+from .http import HttpClient, HttpTransport, to_int, to_seconds
 from .models import Episode, Library, ServerInfo, ServerKind, Show
 from .paging import PARSE_STEP, Page, fetch_all
 
@@ -289,10 +289,12 @@ async def _episodes(rows: list[dict[str, Any]], library_id: str) -> list[Episode
                     title=str(row.get("title", "")),
                     # "YYYY-MM-DD", sometimes with " HH:MM:SS" (docs: plex §5).
                     air_date=str(air)[:10] if air else None,
+                    air_time=(str(air)[11:16] or None) if air else None,
                     added_at=int(row["addedAt"]),
                     watched=(to_int(row.get("viewCount"), 0) or 0) > 0,
                     updated_at=to_int(row.get("updatedAt")),
                     thumb=row.get("thumb"),
+                    duration=to_seconds(row.get("duration"), 1000),
                 )
             )
         except (KeyError, TypeError, ValueError) as err:
