@@ -533,3 +533,71 @@ async def test_cursor_without_a_server_clock() -> None:
     assert harness.state.cursor == int(harness.now)
     await harness.sync()
     assert harness.state.cursor == int(harness.now - 600)  # kept: no newer server time
+
+
+def rekey_everything(backend: FakeBackend) -> None:
+    """A re-created server: every show and episode under a new id, same titles and numbers."""
+    backend.bump()
+    shows = backend.shows_by_library["1"]
+    backend.shows_by_library["1"] = [
+        replace(s, id=f"new-{s.id}", title=s.title.upper()) for s in shows
+    ]
+    for show in shows:
+        old = backend.episodes_by_show.pop(show.id)
+        backend.episodes_by_show[f"new-{show.id}"] = [
+            replace(e, id=f"new-{e.id}", show_id=f"new-{show.id}", added_at=backend.clock)
+            for e in old
+        ]
+
+
+@pytest.mark.parametrize("trusts_added_at", [True, False])
+@pytest.mark.parametrize("force_full", [False, True], ids=["incremental", "full"])
+async def test_rekeyed_library_is_an_update_not_a_flood(
+    force_full: bool, trusts_added_at: bool
+) -> None:
+    """New show ids whose titles, seasons and numbers are known: nothing is new or removed."""
+    backend = big_backend()
+    backend.trusts_added_at = backend.has_library_markers = trusts_added_at  # Plex / Jellyfin
+    harness = Harness(backend)
+    await harness.sync()
+    before = {(e.season, e.number, e.show_id): e.added_at for _, _, e in harness.mirror.episodes()}
+    rekey_everything(backend)
+    backend.add("new-s0", "truly-new", 9, 1)  # one real newcomer among the re-keyed
+    result = await harness.sync(force_full=force_full)
+    assert result.mode is (SyncMode.FULL if force_full else SyncMode.INCREMENTAL)
+    assert [e.id for e in result.added] == ["truly-new"]
+    assert result.removed == ()
+    assert result.held_back == {}  # re-keyed episodes are not a mass removal
+    assert result.rekeyed == 22
+    assert result.updated == 22
+    assert harness.mirror.episode_count == 23
+    after = {
+        (e.season, e.number, e.show_id.removeprefix("new-")): e.added_at
+        for _, _, e in harness.mirror.episodes()
+        if e.id != "truly-new"
+    }
+    assert after == before  # every re-keyed episode kept its added_at
+
+
+async def test_rekey_across_shows_needs_the_same_title_and_a_gone_show() -> None:
+    backend = make_backend()
+    harness = Harness(backend)
+    await harness.sync()
+    backend.bump()
+    # s0 is gone; a new show with another title has the same numbers: it is new.
+    gone = backend.shows_by_library["1"].pop(0)
+    backend.episodes_by_show.pop(gone.id)
+    backend.shows_by_library["1"].append(
+        Show(id="other", library_id="1", title="Another Show", episode_count=0, watched_count=0)
+    )
+    for n in range(1, 5):
+        backend.add("other", f"o-{n}", 1, n)
+    # A new show titled like s1 (which is still there) does not take s1's episodes either.
+    backend.shows_by_library["1"].append(
+        Show(id="twin", library_id="1", title="show 1", episode_count=0, watched_count=0)
+    )
+    backend.add("twin", "t-1", 1, 1)
+    result = await harness.sync()
+    assert sorted(e.id for e in result.added) == ["o-1", "o-2", "o-3", "o-4", "t-1"]
+    assert sorted(e.id for e in result.removed) == ["e0-1", "e0-2", "e0-3", "e0-4"]
+    assert result.rekeyed == 0

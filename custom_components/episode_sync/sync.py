@@ -253,6 +253,11 @@ class _Builder:
     - a re-keyed episode (same season and number of the same show under a new
       id) is an update: it keeps the ``added_at`` of the episode it replaces
       and is not reported as added;
+    - so is an episode of a show id new to the mirror whose show title
+      (case-insensitive), season and number are those of an episode of a show
+      gone from it, anywhere in the mirror (``settle``): a re-created server
+      or a rebuilt database gives every show and episode a new id, and that
+      must not announce the whole library as new;
     - when the server's "added" date cannot be trusted (Jellyfin's
       DateCreated is the file's birth time), a known episode keeps the
       ``added_at`` the mirror gave it, and an episode new to an existing
@@ -270,6 +275,10 @@ class _Builder:
         self.rekeyed = 0
         #: Anything but episodes changed: shows, titles, counts, libraries.
         self.structure_changed = False
+        #: Shows new to the mirror (title, this sync's episode dict) and shows
+        #: gone from it: ``settle`` pairs their episodes up once all are known.
+        self._new_shows: list[tuple[str, dict[str, Episode]]] = []
+        self._gone_shows: list[ShowMirror] = []
 
     def show(self, old: ShowMirror | None, show: Show, episodes: dict[str, Episode]) -> ShowMirror:
         """Settle one show's freshly fetched episodes against its old entry."""
@@ -299,12 +308,51 @@ class _Builder:
                 episodes[episode_id] = replace(fetched, added_at=self.seen_at)
             self.added.append(episodes[episode_id])
         self.removed.extend(gone.values())
+        if old is None and episodes:
+            self._new_shows.append((show.title, episodes))
         return ShowMirror.build(show, episodes)
 
     def drop(self, old: ShowMirror) -> None:
         """Record a show that is gone from the server."""
         self.structure_changed = True
         self.removed.extend(old.episodes.values())
+        self._gone_shows.append(old)
+
+    def settle(self) -> None:
+        """Pair episodes of new show ids with those of gone shows (a re-keyed library).
+
+        Runs once every show has been seen, before the mass-removal guard, so
+        re-keyed episodes count neither as added nor as removed. The episode
+        dicts of new shows are this sync's own and not yet shared, so the
+        matched episodes take their predecessors' ``added_at`` in place.
+        """
+        if not self._new_shows or not self._gone_shows:
+            return
+        slots: dict[tuple[str, int | None, int], Episode] = {}
+        for gone_show in self._gone_shows:
+            title = gone_show.show.title.casefold()
+            for e in gone_show.episodes.values():
+                if e.number is not None:
+                    slots.setdefault((title, e.season, e.number), e)
+        added = {e.id for e in self.added}
+        matched: set[str] = set()
+        replaced: set[str] = set()
+        for title, episodes in self._new_shows:
+            folded = title.casefold()
+            for episode_id, episode in episodes.items():
+                if episode_id not in added or episode.number is None:
+                    continue
+                predecessor = slots.pop((folded, episode.season, episode.number), None)
+                if predecessor is None:
+                    continue
+                episodes[episode_id] = replace(episode, added_at=predecessor.added_at)
+                matched.add(episode_id)
+                replaced.add(predecessor.id)
+                self.rekeyed += 1
+                self.updated[episode.library_id] += 1
+        if matched:
+            self.added = [e for e in self.added if e.id not in matched]
+            self.removed = [e for e in self.removed if e.id not in replaced]
 
     @property
     def changed(self) -> bool:
@@ -563,6 +611,7 @@ class SyncEngine:
         state: SyncState,
         builder: _Builder,
     ) -> SyncResult:
+        builder.settle()  # re-keyed shows are known only once every show was seen
         if not old.is_empty and reason is not FullSyncReason.FORCED:
             state = self._hold_back_mass_removals(old, libraries, state, builder)
         else:
