@@ -601,3 +601,22 @@ async def test_rekey_across_shows_needs_the_same_title_and_a_gone_show() -> None
     assert sorted(e.id for e in result.added) == ["o-1", "o-2", "o-3", "o-4", "t-1"]
     assert sorted(e.id for e in result.removed) == ["e0-1", "e0-2", "e0-3", "e0-4"]
     assert result.rekeyed == 0
+
+
+async def test_dirty_library_is_looked_at_with_an_unchanged_marker() -> None:
+    """A push hint makes the engine look at a library whose marker did not move."""
+    backend = make_backend()
+    harness = Harness(backend)
+    await harness.sync()
+    backend.clock += 60  # an edit that leaves the marker alone
+    episode = backend.episodes_by_show["s1"][0]
+    backend.episodes_by_show["s1"][0] = replace(episode, title="Renamed", updated_at=backend.clock)
+    await harness.sync()
+    assert backend.calls == ["libraries"]  # the marker alone hides the edit
+    harness.now += 600
+    result = await harness.engine.sync(harness.mirror, harness.state, dirty={"1", "unknown"})
+    assert backend.calls == ["libraries", "shows", "delta"]
+    assert result.mode is SyncMode.INCREMENTAL
+    assert result.updated == 1
+    renamed = next(e for _, _, e in result.mirror.episodes() if e.id == episode.id)
+    assert renamed.title == "Renamed"

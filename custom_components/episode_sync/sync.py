@@ -389,9 +389,17 @@ class SyncEngine:
         self._clock = clock or (lambda: time.time())  # noqa: PLW0108
 
     async def sync(
-        self, mirror: Mirror, state: SyncState, *, force_full: bool = False
+        self,
+        mirror: Mirror,
+        state: SyncState,
+        *,
+        force_full: bool = False,
+        dirty: Collection[str] = (),
     ) -> SyncResult:
         """Bring the mirror up to date; raise the backend's errors when it cannot.
+
+        ``dirty`` libraries (a push channel reported a change there) are
+        looked at even when their marker is the one stored.
 
         Auth and connection errors propagate unchanged: nothing is committed
         and the caller retries later. A protocol error or an inconsistent
@@ -403,7 +411,7 @@ class SyncEngine:
         reason = self._full_sync_reason(mirror, state, force_full=force_full, now=started)
         if reason is None:
             try:
-                return await self._incremental(mirror, state, started)
+                return await self._incremental(mirror, state, started, dirty)
             except MediaServerProtocolError:
                 reason = FullSyncReason.PROTOCOL_ERROR
             except InconsistentSyncError:
@@ -493,7 +501,9 @@ class SyncEngine:
 
     # -- incremental sync -------------------------------------------------------------
 
-    async def _incremental(self, mirror: Mirror, state: SyncState, started: float) -> SyncResult:
+    async def _incremental(
+        self, mirror: Mirror, state: SyncState, started: float, dirty: Collection[str] = ()
+    ) -> SyncResult:
         backend = self._backend
         assert state.cursor is not None
         builder = self._builder(mirror)
@@ -520,7 +530,8 @@ class SyncEngine:
                 markers.pop(library_id, None)
             for library in listed.values():
                 due = started - shows_checked.get(library.id, 0.0) >= SHOWS_CHECK_INTERVAL
-                if library.refreshing or library.marker != markers.get(library.id) or due:
+                changed = library.marker != markers.get(library.id) or library.id in dirty
+                if library.refreshing or changed or due:
                     to_check.append(library.id)
                     # A scan in progress may still change things: look again next time.
                     if library.marker and not library.refreshing:
