@@ -36,6 +36,9 @@ from yarl import URL
 from .api.errors import (
     MediaServerAuthError,
     MediaServerError,
+    MediaServerRedirectError,
+    MediaServerSSLError,
+    MediaServerTimeoutError,
     WrongServerError,
 )
 from .api.jellyfin import JellyfinClient
@@ -94,6 +97,12 @@ def _form_errors(wrong_server: str) -> Iterator[None]:
         raise _FlowError(wrong_server) from err
     except MediaServerAuthError as err:
         raise _FlowError("invalid_auth") from err
+    except MediaServerSSLError as err:
+        raise _FlowError("ssl_error") from err
+    except MediaServerTimeoutError as err:
+        raise _FlowError("timeout") from err
+    except MediaServerRedirectError as err:
+        raise _FlowError("redirected") from err
     except MediaServerError as err:
         raise _FlowError("cannot_connect") from err
     except Exception as err:

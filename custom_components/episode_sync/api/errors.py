@@ -17,6 +17,14 @@ class MediaServerConnectionError(MediaServerError):
     """The server could not be reached, timed out or reset the connection."""
 
 
+class MediaServerTimeoutError(MediaServerConnectionError):
+    """The server accepted the connection but did not answer in time."""
+
+
+class MediaServerSSLError(MediaServerConnectionError):
+    """The TLS handshake failed: most often a self-signed or expired certificate."""
+
+
 class MediaServerAuthError(MediaServerError):
     """The server refused our credentials (HTTP 401, or 403 on Jellyfin's socket)."""
 
@@ -30,6 +38,23 @@ class MediaServerProtocolError(MediaServerError):
 
     def __init__(self, message: str, *, status: int | None = None) -> None:
         """Keep the HTTP status, when there was one, for callers that care."""
+        super().__init__(message)
+        self.status = status
+
+
+class MediaServerRedirectError(MediaServerConnectionError):
+    """A 3xx answer: the URL is not the server's own (http to https, a login page).
+
+    Redirects are never followed: a token sent to wherever a proxy points
+    could leak, and a login page is not the API. The target is kept out of
+    the message because it may carry credentials in its query. A connection
+    error, not a protocol one: the server was not reached at this URL, so a
+    full sync would not help, and the identity probes do not mistake it for
+    another kind of server.
+    """
+
+    def __init__(self, message: str, *, status: int) -> None:
+        """Keep the HTTP status."""
         super().__init__(message)
         self.status = status
 

@@ -21,8 +21,15 @@ from .errors import (
     MediaServerConnectionError,
     MediaServerNotFoundError,
     MediaServerProtocolError,
+    MediaServerRedirectError,
+    MediaServerSSLError,
+    MediaServerTimeoutError,
     MediaServerUnavailableError,
 )
+
+#: Seconds a request may take, connection included, when the client is given
+#: no timeout of its own. Read at each request (tests shorten it).
+DEFAULT_TIMEOUT = 30.0
 
 
 class HttpTransport:
@@ -35,7 +42,7 @@ class HttpTransport:
         *,
         server: str,
         verify_ssl: bool,
-        timeout: float,
+        timeout: float | None = None,
     ) -> None:
         """Bind to a base URL; ``server`` names it in error messages."""
         self._session = session
@@ -63,8 +70,9 @@ class HttpTransport:
     ) -> bytes:
         """Send one request and return the body of a 2xx answer."""
         self.request_count += 1
+        timeout = self._timeout if self._timeout is not None else DEFAULT_TIMEOUT
         try:
-            async with asyncio.timeout(self._timeout):
+            async with asyncio.timeout(timeout):
                 async with self._session.request(
                     method,
                     self.url + path,
@@ -80,8 +88,15 @@ class HttpTransport:
                         self.server_clock = _http_date(response.headers.get("Date"))
                     retry_after = response.headers.get("Retry-After")
         except TimeoutError as err:
-            raise MediaServerConnectionError(
-                f"{self._server} did not answer {path} in time"
+            raise MediaServerTimeoutError(
+                f"{self._server} did not answer {path} within {timeout:g} s"
+            ) from err
+        except aiohttp.ClientSSLError as err:
+            # Certificate errors and failed handshakes alike (aiohttp's
+            # ClientConnectorCertificateError and ClientConnectorSSLError).
+            raise MediaServerSSLError(
+                f"{self._server}'s TLS certificate could not be verified (turn off"
+                f" Verify SSL certificate for a self-signed one): {err}"
             ) from err
         except aiohttp.ClientError as err:
             raise MediaServerConnectionError(
@@ -89,6 +104,10 @@ class HttpTransport:
             ) from err
         if status == 401:
             raise MediaServerAuthError(f"{self._server} refused the credentials")
+        if 300 <= status < 400:
+            raise MediaServerRedirectError(
+                f"{self._server} answered {status} (a redirect) to {path}", status=status
+            )
         if status == 404:
             raise MediaServerNotFoundError(f"{self._server} has no {path}", status=404)
         if status == 429 or status >= 500:

@@ -89,7 +89,7 @@ class JellyfinClient(HttpClient):
         token: str | None = None,
         user_id: str | None = None,
         verify_ssl: bool = True,
-        timeout: float = 30.0,
+        timeout: float | None = None,
         page_size: int = 500,
         max_concurrency: int = 5,
         client_version: str = "1.0.0",

@@ -64,7 +64,7 @@ class PlexClient(HttpClient):
         *,
         client_id: str,
         verify_ssl: bool = True,
-        timeout: float = 30.0,
+        timeout: float | None = None,
         page_size: int = 500,
         max_concurrency: int = 5,
     ) -> None:
