@@ -232,10 +232,12 @@ class JellyfinClient(HttpClient):
         views = await self._request("GET", f"/Users/{self._user()}/Views")
         if not isinstance(views, dict) or not isinstance(views.get("Items"), list):
             raise MediaServerProtocolError("Jellyfin sent no Items list for the views")
+        tv = [item for item in views["Items"] if item.get("CollectionType") == "tvshows"]
+        if any("Id" not in item for item in tv):
+            # Never read as "this library is gone": that would drop its mirror.
+            raise MediaServerProtocolError("Jellyfin sent a TV library without Id")
         return [
-            Library(id=str(item["Id"]), title=str(item.get("Name") or item["Id"]))
-            for item in views["Items"]
-            if item.get("CollectionType") == "tvshows" and "Id" in item
+            Library(id=str(item["Id"]), title=str(item.get("Name") or item["Id"])) for item in tv
         ]
 
     async def shows(self, library_id: str) -> list[Show]:
