@@ -8,14 +8,28 @@ from typing import Any
 from homeassistant.helpers.storage import Store
 import pytest
 
-from custom_components.episode_sync.const import DOMAIN
+from custom_components.episode_sync.api import plextv
+from custom_components.episode_sync.const import CONF_PUSH_UPDATES, DEFAULT_OPTIONS, DOMAIN
 from tests.simulator.jellyfin import JellyfinSimulator
 from tests.simulator.plex import PlexSimulator
+from tests.simulator.plextv import PlexTvSimulator
 
 
 @pytest.fixture(autouse=True)
 def auto_enable_custom_integrations(enable_custom_integrations: None) -> None:
     """Let Home Assistant load custom_components/episode_sync."""
+
+
+@pytest.fixture(autouse=True)
+def push_off_unless_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Entries made by tests (helpers, config flows) start with push off.
+
+    Push is on by default for users, but a connected socket runs a sync of
+    its own after connecting and keeps a background task alive: the polling
+    tests count exact requests and wait for background tasks. Push tests pass
+    ``push_updates=True`` (tests/test_push.py).
+    """
+    monkeypatch.setitem(DEFAULT_OPTIONS, CONF_PUSH_UPDATES, False)
 
 
 @pytest.fixture
@@ -49,5 +63,17 @@ async def jellyfin_sim(socket_enabled: Any) -> AsyncIterator[JellyfinSimulator]:
     sim = JellyfinSimulator()
     sim.model.generate(shows=10, seasons=2, episodes=5, seed=1)
     await sim.start()
+    yield sim
+    await sim.close()
+
+
+@pytest.fixture
+async def plextv_sim(
+    socket_enabled: Any, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[PlexTvSimulator]:
+    """plex.tv on 127.0.0.1, standing in for https://plex.tv (no servers listed yet)."""
+    sim = PlexTvSimulator()
+    await sim.start()
+    monkeypatch.setattr(plextv, "PLEX_TV_URL", sim.url)
     yield sim
     await sim.close()

@@ -6,12 +6,14 @@ Every error the clients can raise is mapped to a form error in one place
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
 from typing import Any
 import uuid
 
-from homeassistant.config_entries import ConfigFlow, ConfigFlowResult, OptionsFlow
+from homeassistant.config_entries import SOURCE_REAUTH, ConfigFlow, ConfigFlowResult, OptionsFlow
 from homeassistant.const import (
     CONF_PASSWORD,
     CONF_TOKEN,
@@ -20,6 +22,8 @@ from homeassistant.const import (
     CONF_VERIFY_SSL,
 )
 from homeassistant.core import callback
+from homeassistant.data_entry_flow import UnknownFlow
+from homeassistant.helpers.aiohttp_client import async_get_clientsession
 from homeassistant.helpers.selector import (
     NumberSelector,
     NumberSelectorConfig,
@@ -33,6 +37,7 @@ from homeassistant.helpers.selector import (
 )
 from yarl import URL
 
+from .api import plextv
 from .api.errors import (
     MediaServerAuthError,
     MediaServerError,
@@ -44,6 +49,13 @@ from .api.errors import (
 from .api.jellyfin import JellyfinClient
 from .api.models import Library, ServerInfo, ServerKind
 from .api.plex import PlexClient
+from .api.plextv import (
+    PlexPin,
+    PlexServerResource,
+    PlexTvClient,
+    PlexTvPinExpiredError,
+    PlexTvSignInTimeoutError,
+)
 from .client import create_client
 from .compat import vol
 from .const import (
@@ -58,6 +70,7 @@ from .const import (
     CONF_PUSH_SCAN_INTERVAL,
     CONF_PUSH_UPDATES,
     CONF_SCAN_INTERVAL,
+    CONF_SERVER,
     CONF_SERVER_TYPE,
     CONF_USER_ID,
     DEFAULT_OPTIONS,
@@ -124,6 +137,20 @@ async def _validate(
     return info, libraries
 
 
+@dataclass(kw_only=True)
+class _PlexSignIn:
+    """A plex.tv sign-in in progress (the token field was left empty)."""
+
+    plextv: PlexTvClient
+    client_id: str
+    verify_ssl: bool
+    #: The URL the user typed, if any: it picks the server and the connection.
+    url: str | None
+    pin: PlexPin
+    task: asyncio.Task[str] | None = None
+    servers: list[PlexServerResource] = field(default_factory=list)
+
+
 def _library_selector(libraries: list[Library]) -> SelectSelector:
     return SelectSelector(
         SelectSelectorConfig(
@@ -143,6 +170,7 @@ class EpisodeSyncConfigFlow(ConfigFlow, domain=DOMAIN):
         self._data: dict[str, Any] = {}
         self._info: ServerInfo | None = None
         self._libraries: list[Library] = []
+        self._signin: _PlexSignIn | None = None
 
     @staticmethod
     @callback
@@ -161,7 +189,8 @@ class EpisodeSyncConfigFlow(ConfigFlow, domain=DOMAIN):
     ) -> tuple[dict[str, Any], ServerInfo, list[Library]]:
         data = {
             CONF_SERVER_TYPE: ServerKind.PLEX.value,
-            CONF_URL: _check_url(user_input[CONF_URL]),
+            # With a token the URL is required; only the plex.tv sign-in finds it.
+            CONF_URL: _check_url(user_input.get(CONF_URL) or ""),
             CONF_TOKEN: user_input[CONF_TOKEN].strip(),
             CONF_VERIFY_SSL: user_input.get(CONF_VERIFY_SSL, True),
             CONF_CLIENT_ID: self._data.get(CONF_CLIENT_ID) or uuid.uuid4().hex,
@@ -170,10 +199,15 @@ class EpisodeSyncConfigFlow(ConfigFlow, domain=DOMAIN):
         return data, info, libraries
 
     async def async_step_plex(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
-        """Connect to a Plex server with a token."""
+        """Connect to a Plex server with a token, or (token left empty) sign in with plex.tv."""
         errors: dict[str, str] = {}
         if user_input is not None:
             try:
+                if not (user_input.get(CONF_TOKEN) or "").strip():
+                    await self._start_signin(
+                        user_input, self._data.get(CONF_CLIENT_ID) or uuid.uuid4().hex
+                    )
+                    return await self.async_step_plex_signin()
                 data, info, libraries = await self._plex(user_input)
             except _FlowError as err:
                 errors["base"] = err.key
@@ -187,8 +221,8 @@ class EpisodeSyncConfigFlow(ConfigFlow, domain=DOMAIN):
             data_schema=self.add_suggested_values_to_schema(
                 vol.Schema(
                     {
-                        vol.Required(CONF_URL): URL_SELECTOR,
-                        vol.Required(CONF_TOKEN): SECRET_SELECTOR,
+                        vol.Optional(CONF_URL): URL_SELECTOR,
+                        vol.Optional(CONF_TOKEN): SECRET_SELECTOR,
                         vol.Required(CONF_VERIFY_SSL, default=True): bool,
                     }
                 ),
@@ -196,6 +230,172 @@ class EpisodeSyncConfigFlow(ConfigFlow, domain=DOMAIN):
             ),
             errors=errors,
         )
+
+    # -- Plex: sign in with plex.tv ---------------------------------------------------------
+
+    async def _start_signin(self, user_input: Mapping[str, Any], client_id: str) -> None:
+        """Ask plex.tv for a PIN; a URL the user typed is checked now and used later."""
+        url = (user_input.get(CONF_URL) or "").strip()
+        checked = _check_url(url) if url else None
+        client = PlexTvClient(async_get_clientsession(self.hass), client_id=client_id)
+        with _form_errors("not_a_plex_server"):
+            pin = await client.create_pin()
+        self._signin = _PlexSignIn(
+            plextv=client,
+            client_id=client_id,
+            verify_ssl=user_input.get(CONF_VERIFY_SSL, True),
+            url=checked,
+            pin=pin,
+        )
+
+    async def async_step_plex_signin(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """Show plex.tv's sign-in page while a background task polls the PIN.
+
+        An external step (developer docs, data entry flow, "External Step &
+        External Step Done"): the frontend opens the page. plex.tv calls nobody
+        back, so the polling task continues the flow when it ends, the way the
+        docs' "Show Progress" example does (a new task that calls
+        ``flow.async_configure``, avoiding a deadlock); this step then marks the
+        external step done and the frontend moves on to ``plex_signin_done``.
+        """
+        signin = self._signin
+        assert signin is not None
+        if signin.task is None:
+            signin.task = self.hass.async_create_background_task(
+                signin.plextv.wait_for_token(signin.pin), name=f"{DOMAIN} plex.tv sign-in"
+            )
+            signin.task.add_done_callback(self._signin_finished)
+        if not signin.task.done():
+            return self.async_external_step(
+                step_id="plex_signin",
+                url=signin.plextv.auth_url(signin.pin),
+                description_placeholders={"minutes": f"{plextv.PIN_TIMEOUT / 60:g}"},
+            )
+        return self.async_external_step_done(next_step_id="plex_signin_done")
+
+    @callback
+    def _signin_finished(self, task: asyncio.Task[str]) -> None:
+        """The PIN poll ended: continue the flow, unless the flow was closed."""
+        if task.cancelled():
+            return
+        # Mark a failure as retrieved: the flow may be gone before it reads it.
+        task.exception()
+
+        async def continue_flow() -> None:
+            with suppress(UnknownFlow):
+                await self.hass.config_entries.flow.async_configure(flow_id=self.flow_id)
+
+        self.hass.async_create_task(continue_flow())
+
+    @callback
+    def async_remove(self) -> None:
+        """The flow was closed or finished: stop polling plex.tv."""
+        if self._signin is not None and self._signin.task is not None:
+            self._signin.task.cancel()
+
+    async def async_step_plex_signin_done(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """Signed in (or not): list the account's servers, pick one."""
+        signin = self._signin
+        assert signin is not None
+        assert signin.task is not None
+        # plex.tv's own failures end the flow: there is nothing to correct on a form.
+        try:
+            servers = await signin.plextv.servers(signin.task.result())
+        except PlexTvPinExpiredError:
+            return self.async_abort(reason="signin_declined")
+        except PlexTvSignInTimeoutError:
+            return self.async_abort(reason="signin_timeout")
+        except MediaServerAuthError:
+            return self.async_abort(reason="invalid_auth")
+        except MediaServerError:
+            return self.async_abort(reason="cannot_connect")
+        if self.source == SOURCE_REAUTH:
+            unique_id = self._get_reauth_entry().unique_id
+            servers = [server for server in servers if server.machine_id == unique_id]
+            if not servers:
+                return self.async_abort(reason="server_not_on_account")
+        if not servers:
+            return self.async_abort(reason="no_servers")
+        if signin.url is not None:
+            # The URL the user typed names the server: no choice to make.
+            servers = [s for s in servers if s.matches(signin.url)][:1] or servers
+        signin.servers = servers
+        if len(servers) == 1:
+            return await self.async_step_plex_server({CONF_SERVER: servers[0].machine_id})
+        return await self.async_step_plex_server()
+
+    async def async_step_plex_server(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """Choose one of the account's servers (shown again with an error if it fails)."""
+        signin = self._signin
+        assert signin is not None
+        errors: dict[str, str] = {}
+        if user_input is not None:
+            server = next(s for s in signin.servers if s.machine_id == user_input[CONF_SERVER])
+            try:
+                return await self._use_plex_server(signin, server)
+            except _FlowError as err:
+                errors["base"] = err.key
+        return self.async_show_form(
+            step_id="plex_server",
+            data_schema=vol.Schema(
+                {
+                    vol.Required(
+                        CONF_SERVER, default=(user_input or {}).get(CONF_SERVER, vol.UNDEFINED)
+                    ): SelectSelector(
+                        SelectSelectorConfig(
+                            options=[
+                                SelectOptionDict(value=s.machine_id, label=s.name)
+                                for s in signin.servers
+                            ]
+                        )
+                    )
+                }
+            ),
+            errors=errors,
+        )
+
+    async def _use_plex_server(
+        self, signin: _PlexSignIn, server: PlexServerResource
+    ) -> ConfigFlowResult:
+        """Reach the server at its best address, then validate as the token path does.
+
+        The server's own ``accessToken`` is stored, not the account token: a
+        shared server accepts only its own, and the account token is never kept.
+        An address that does not answer ``/identity`` as this server is skipped.
+        """
+        for connection in server.preferred_connections(signin.url):
+            data = {
+                CONF_SERVER_TYPE: ServerKind.PLEX.value,
+                CONF_URL: connection.uri.rstrip("/"),
+                CONF_TOKEN: server.access_token,
+                CONF_VERIFY_SSL: signin.verify_ssl,
+                CONF_CLIENT_ID: signin.client_id,
+            }
+            client = create_client(self.hass, data)
+            assert isinstance(client, PlexClient)
+            try:
+                identity = await client.identity()
+            except MediaServerError as err:
+                LOGGER.debug("%s: %s address skipped: %s", server.name, connection.location, err)
+                continue
+            if identity.server_id != server.machine_id:
+                LOGGER.debug("%s: %s address is another server", server.name, connection.location)
+                continue
+            info, libraries = await _validate(client, "not_a_plex_server")
+            await self.async_set_unique_id(info.server_id)
+            if self.source == SOURCE_REAUTH:
+                entry = self._get_reauth_entry()
+                return self.async_update_reload_and_abort(entry, data={**entry.data, **data})
+            self._abort_if_unique_id_configured()
+            self._data, self._info, self._libraries = data, info, libraries
+            return await self.async_step_libraries()
+        raise _FlowError("server_unreachable")
 
     # -- Jellyfin -----------------------------------------------------------------------
 
@@ -290,12 +490,16 @@ class EpisodeSyncConfigFlow(ConfigFlow, domain=DOMAIN):
     async def async_step_reauth_confirm(
         self, user_input: dict[str, Any] | None = None
     ) -> ConfigFlowResult:
-        """A new Plex token, or the Jellyfin password to sign in again."""
+        """A new Plex token (or, left empty, plex.tv), or the Jellyfin password."""
         entry = self._get_reauth_entry()
         plex = entry.data[CONF_SERVER_TYPE] == ServerKind.PLEX
         errors: dict[str, str] = {}
         if user_input is not None:
             try:
+                if plex and not (user_input.get(CONF_TOKEN) or "").strip():
+                    # The entry's client id and URL: the same install, the same address first.
+                    await self._start_signin(entry.data, entry.data[CONF_CLIENT_ID])
+                    return await self.async_step_plex_signin()
                 if plex:
                     data, info, _ = await self._plex({**entry.data, **user_input})
                     unique_id = info.server_id
@@ -319,7 +523,7 @@ class EpisodeSyncConfigFlow(ConfigFlow, domain=DOMAIN):
         return self.async_show_form(
             step_id="reauth_confirm",
             data_schema=vol.Schema(
-                {vol.Required(field) if plex else vol.Optional(field, default=""): SECRET_SELECTOR}
+                {vol.Optional(field) if plex else vol.Optional(field, default=""): SECRET_SELECTOR}
             ),
             description_placeholders={"name": entry.title},
             errors=errors,

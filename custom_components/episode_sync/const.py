@@ -13,6 +13,8 @@ CONF_SERVER_TYPE: Final = "server_type"
 CONF_CLIENT_ID: Final = "client_id"  # Plex X-Plex-Client-Identifier, one per entry
 CONF_DEVICE_ID: Final = "device_id"  # Jellyfin DeviceId, one per entry
 CONF_USER_ID: Final = "user_id"
+#: The plex.tv sign-in's server choice (a machineIdentifier); never stored.
+CONF_SERVER: Final = "server"
 
 # Config entry options (tunables).
 CONF_LIBRARIES: Final = "libraries"
