@@ -7,7 +7,7 @@ import inspect
 from homeassistant.helpers.storage import Store
 
 try:  # HA 2026.x validates schemas with probatio, the successor of voluptuous.
-    import probatio as vol
+    import probatio as vol  # type: ignore[import-not-found,unused-ignore]
 except ImportError:  # pragma: no cover - HA before 2026 ships voluptuous only
     import voluptuous as vol  # type: ignore[no-redef,unused-ignore]
 

@@ -10,6 +10,7 @@ must follow the simulated clock, not the host's).
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
 import email.utils
@@ -33,6 +34,9 @@ class LoggedRequest:
     path: str
     query: dict[str, str]
     headers: dict[str, str]
+    #: The route template that served it (``/library/metadata/{ids}``), or ""
+    #: for a path no route knows: what "per endpoint" counters group by.
+    route: str = ""
 
 
 @dataclass(kw_only=True)
@@ -40,7 +44,8 @@ class Fault:
     """A fault to inject on matching requests.
 
     ``path`` matches when it is a substring of the request path (``None``
-    matches every request). The first ``skip`` matching requests pass, then the
+    matches every request); ``param``, when given, must also be the name of one
+    of the request's query parameters (Plex's delta: ``updatedAt>>``). The first ``skip`` matching requests pass, then the
     fault fires ``times`` times (``-1``: forever). Kinds:
 
     - ``status``: answer ``status`` with ``body``/``headers`` (e.g. Retry-After);
@@ -61,11 +66,14 @@ class Fault:
     times: int = 1
     delay: float = 3600.0
     mutate: Callable[[Any], Any] | None = None
+    param: str | None = None
     fired: int = 0
 
     def matches(self, request: web.Request) -> bool:
         """Whether this fault applies to the request (and counts it)."""
         if self.path is not None and self.path not in request.path:
+            return False
+        if self.param is not None and self.param not in request.query:
             return False
         if self.times != -1 and self.fired >= self.times + self.skip:
             return False
@@ -125,6 +133,10 @@ class SimServer:
             if (path is None or path in r.path) and (method is None or r.method == method)
         )
 
+    def count_by_route(self) -> Counter[str]:
+        """Requests logged so far per route template (checklists: instrumentation)."""
+        return Counter(r.route for r in self.requests)
+
     def clear_log(self) -> None:
         """Forget the logged requests (and the byte counter)."""
         self.requests.clear()
@@ -166,6 +178,7 @@ class SimServer:
                 path=request.path,
                 query=dict(request.query),
                 headers=dict(request.headers),
+                route=_route_of(request),
             )
         )
         if self.latency:
@@ -217,3 +230,11 @@ class SimServer:
         assert request.transport is not None
         request.transport.close()
         return response
+
+
+def _route_of(request: web.Request) -> str:
+    """The template of the route that matched, "" for an unknown path."""
+    resource = request.match_info.route.resource
+    template = resource.canonical if resource is not None else ""
+    # Catch-all routes (Plex's HTML 404) are no endpoint.
+    return "" if "{tail" in template else template

@@ -3,7 +3,7 @@
 Implements the simulator checklist of the project's Jellyfin notes
 (docs/jellyfin-api.md §10) for what the integration uses:
 
-1. version modes 10.10, 10.11 and 12.0, reported by ``/System/Info/Public``;
+1. version modes 10.8, 10.10, 10.11 and 12.0, reported by ``/System/Info/Public``;
 2. auth parsing: ``MediaBrowser`` scheme in any case, ``Key="value"`` pairs,
    URL-decoded, ``?ApiKey=`` always; ``X-Emby-Token``, ``X-Emby-Authorization``,
    ``api_key`` and the ``Emby`` scheme only in legacy mode (on for 10.x, off
@@ -12,39 +12,51 @@ Implements the simulator checklist of the project's Jellyfin notes
    "Error processing request." on bad credentials, and a new login by the same
    user and DeviceId revokes the older tokens (SessionManager);
 4. a bad or revoked token: 401 with an empty body; 503 + Retry-After while
-   "starting up" (10.11+);
-5. virtual episodes are listed by ``/Shows/{id}/Episodes`` unless
-   ``isMissing=false``;
+   "starting up" (10.11+); ``/Items`` without ``userId``: 400 "userId is
+   required" for an API key (10.9+) and for everyone on 10.8;
+   ``/Items/Latest`` and ``/Shows/NextUp`` without a user: 404;
+5. API keys (``create_api_key``): no user, so ``RecursiveItemCount`` and
+   ``UserData`` only with ``userId``; ``/Shows/{id}/Episodes`` lists virtual
+   episodes unless ``isMissing=false`` (for users too while
+   ``display_missing_episodes``, the pessimistic default);
 6. wire format: 32-hex ids, 7-digit fractional ``Z`` dates, "0001-01-01…" for
-   unset, case-insensitive query names, comma lists, PascalCase keys;
+   unset, case-insensitive query names and enum values, lists as commas or
+   repeated names, PascalCase keys;
 7. QueryResult with ``StartIndex`` echoed; ``Limit=0`` gives [] and the true
    total; ``EnableTotalRecordCount=false`` makes the total the page length;
-   an optional page cap serves fewer items than asked;
-8. fields gating: DateCreated, Etag, ParentId, ChildCount, RecursiveItemCount,
-   DateLastMediaAdded only when asked; DateLastSaved never;
+   an optional page cap serves fewer items than asked; ``/Items/Latest`` a
+   bare array;
+8. fields gating: DateCreated, Etag, Path, ProviderIds, Overview, ParentId,
+   ChildCount, RecursiveItemCount, DateLastMediaAdded only when asked;
+   DateLastSaved never;
 9. save model: a hidden DateLastSaved, NULL until the first refresh
    (``first_refresh_delay``), set again on metadata edits, never on played
    toggles; ``Etag`` = md5 of its ticks;
 10. delta filters: 10.11/12.0: both parameters mean DateLastSaved >= T (NULL
-    excluded); 10.10: ``MinDateLastSaved`` alone answers 500 (the unbound SQL
-    parameter of SqliteItemRepository, jellyfin/jellyfin#17542), the ForUser
-    variant works;
+    excluded); 10.9/10.10: ``MinDateLastSaved`` alone answers 500 (the unbound
+    SQL parameter of SqliteItemRepository, jellyfin/jellyfin#17542), on 10.8 it
+    finds nothing; the ForUser variant works everywhere;
 11. DateCreated is the file's birth time, chosen by the test;
 12. series: RecursiveItemCount (real episodes), UserData.UnplayedItemCount,
     ChildCount (seasons), DateLastMediaAdded; re-saved (new Etag) only when
     DateLastMediaAdded moves;
-13. virtual episodes never count;
+13. virtual episodes never count; ``/Shows/Upcoming`` includes them;
 14. deletion removes the row (no delta query reports it);
 15. the HTTP ``Date`` header follows the simulated clock (SimServer);
 16. routes ``/Users/{uid}/Views``, ``/UserViews`` (10.9+), ``/Items``,
-    ``/Users/{uid}/Items``, ``/Shows/{id}/Episodes``, ``/Shows/{id}/Seasons``;
-    the ``/emby`` prefix up to 10.11, 404 on 12.0;
-18. per-route request counters (SimServer's log).
+    ``/Users/{uid}/Items``, ``/Shows/{id}/Episodes``, ``/Shows/{id}/Seasons``,
+    ``/Items/{id}/Images/Primary``, ``/Items/Latest`` (by DateCreated, grouped
+    into series, played hidden), ``/Shows/NextUp``, ``/Shows/Upcoming``
+    (PremiereDate from yesterday on); the ``/emby`` prefix up to 10.11, 404 on 12.0;
+18. per-route request counters (``count_by_route``) and the model's mutations
+    as hooks for scan, edit, delete and play.
+
+The websocket (item 17) is tests/simulator/jellyfin_push.py.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 import hashlib
 import itertools
 from typing import Any
@@ -56,6 +68,11 @@ from .common import SimServer
 from .library import SimClock, SimEpisode, SimLibraryModel, SimShow
 
 NEVER = "0001-01-01T00:00:00.0000000Z"
+#: A 1x1 PNG: enough to prove the bytes arrive.
+PNG_1X1 = bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+    "1f15c4890000000d49444154789c6360000002000154a24f5d0000000049454e44ae426082"
+)
 _TICKS_AT_EPOCH = 621_355_968_000_000_000
 
 
@@ -103,6 +120,14 @@ class JellyfinSimulator(SimServer):
         self.user_ids = {user: self._new_id() for user in self.users}
         #: token -> (user id, device id)
         self.tokens: dict[str, tuple[str, str]] = {}
+        #: Admin-created API keys: authenticated, but no user (CustomAuthenticationHandler).
+        self.api_keys: set[str] = set()
+        #: Users see missing (virtual) episodes in /Shows/{id}/Episodes unless
+        #: isMissing=false, as with DisplayMissingEpisodes on (pessimistic;
+        #: API keys always do, TvShowsController).
+        self.display_missing_episodes = True
+        #: The user setting HidePlayedInLatest (Jellyfin's default: on).
+        self.hide_played_in_latest = True
         self._pending: list[tuple[float, SimEpisode]] = []
         super().__init__(clock=clock, latency=latency)
         self.model = SimLibraryModel(
@@ -148,6 +173,12 @@ class JellyfinSimulator(SimServer):
         if self._series_media_added.get(show.id) != latest:
             self._series_media_added[show.id] = latest
             show.saved_at = self.clock.now()
+
+    def create_api_key(self) -> str:
+        """An admin-created API key: valid everywhere, but carries no user."""
+        key = self._new_id()
+        self.api_keys.add(key)
+        return key
 
     def revoke_tokens(self) -> None:
         """Every token gets 401 from now on."""
@@ -196,6 +227,20 @@ class JellyfinSimulator(SimServer):
         token = self._token(request)
         return self.tokens[token][0] if token in self.tokens else None
 
+    def _is_api_key(self, request: web.Request) -> bool:
+        return self._token(request) in self.api_keys
+
+    def _request_user(self, request: web.Request, q: dict[str, str]) -> str | None:
+        """The user a call runs as: ``userId=``, the path's user, else the token's.
+
+        An API key has no user of its own, and any user id may be passed with
+        it (RequestHelpers.GetUserId). An unknown id is no user.
+        """
+        wanted = q.get("userid") or request.match_info.get("uid")
+        if wanted is not None:
+            return wanted if wanted in self.user_ids.values() else None
+        return self._user(request)
+
     # -- routes -----------------------------------------------------------------------------
 
     def setup_routes(self, app: web.Application) -> None:
@@ -206,16 +251,21 @@ class JellyfinSimulator(SimServer):
             app.router.add_get(prefix + "/Users/{uid}/Views", self._views)
             app.router.add_get(prefix + "/UserViews", self._views)
             app.router.add_get(prefix + "/Items", self._items)
+            app.router.add_get(prefix + "/Items/Latest", self._latest)
+            app.router.add_get(prefix + "/Users/{uid}/Items/Latest", self._latest)
+            app.router.add_get(prefix + "/Shows/NextUp", self._next_up)
+            app.router.add_get(prefix + "/Shows/Upcoming", self._upcoming)
             app.router.add_get(prefix + "/Users/{uid}/Items", self._items)
             app.router.add_get(prefix + "/Shows/{sid}/Episodes", self._show_episodes)
             app.router.add_get(prefix + "/Shows/{sid}/Seasons", self._seasons)
+            app.router.add_get(prefix + "/Items/{iid}/Images/Primary", self._primary_image)
 
     def _gate(self, request: web.Request, *, auth: bool = True) -> web.Response | None:
         if request.path.startswith("/emby/") and self.version_tuple >= (12, 0):
             return web.Response(status=404)
         if self.starting_up and self.version_tuple >= (10, 11):
             return web.Response(status=503, headers={"Retry-After": "5"})
-        if auth and self._user(request) is None:
+        if auth and self._user(request) is None and not self._is_api_key(request):
             return web.Response(status=401)  # empty body (CustomAuthenticationHandler)
         return None
 
@@ -273,6 +323,8 @@ class JellyfinSimulator(SimServer):
             return refused
         if request.path.endswith("/UserViews") and self.version_tuple < (10, 9):
             return web.Response(status=404)
+        if self._request_user(request, _query(request)) is None:
+            return web.Response(status=404)  # an API key without userId: no such user
         items = [
             {
                 "Name": library.title,
@@ -298,9 +350,15 @@ class JellyfinSimulator(SimServer):
         if (refused := self._gate(request)) is not None:
             return refused
         self._refresh_pending()
-        q = {k.lower(): v for k, v in request.query.items()}
-        types = set(q.get("includeitemtypes", "").split(",")) - {""}
-        fields = set(q.get("fields", "").split(",")) - {""}
+        q = _query(request)
+        # 10.8 always needs a user here; 10.9+ only for API keys (ItemsController).
+        no_user_given = "userid" not in q and "uid" not in request.match_info
+        if no_user_given and (self.version_tuple < (10, 9) or self._is_api_key(request)):
+            return web.Response(status=400, text="userId is required")
+        user = self._request_user(request, q)
+        user_data = user is not None and q.get("enableuserdata", "true").lower() != "false"
+        types = _csv(q, "includeitemtypes")
+        fields = _csv(q, "fields")
         parent = q.get("parentid")
         since_key = next(
             (k for k in ("mindatelastsaved", "mindatelastsavedforuser") if k in q), None
@@ -310,20 +368,26 @@ class JellyfinSimulator(SimServer):
             and "mindatelastsavedforuser" not in q
             and self.version_tuple < (10, 11)
         ):
+            if self.version_tuple < (10, 9):
+                # 10.8: the unbound parameter matches nothing (docs: jellyfin §4.4).
+                return self._page(q, [])
             # The unbound SQL parameter of 10.9/10.10 (jellyfin/jellyfin#17542).
             return web.Response(status=500, text="Error processing request.")
         since = _parse_time(q[since_key]) if since_key else None
         ids = set(q.get("ids", "").split(",")) - {""}
         if parent and parent not in self.model.libraries and self.model.find_show(parent) is None:
             return web.Response(status=404)
-        key = tuple(
-            sorted(
+        key = (
+            *sorted(
                 (k, v)
                 for k, v in q.items()
                 if k not in ("startindex", "limit", "enabletotalrecordcount")
-            )
+            ),
+            ("@user_data", str(user_data)),
         )
-        rows = self.cached(key, lambda: self._item_rows(q, types, fields, parent, since, ids))
+        rows = self.cached(
+            key, lambda: self._item_rows(q, types, fields, parent, since, ids, user_data)
+        )
         return self._page(q, rows)
 
     def _item_rows(
@@ -334,6 +398,7 @@ class JellyfinSimulator(SimServer):
         parent: str | None,
         since: float | None,
         ids: set[str],
+        user_data: bool,
     ) -> list[dict[str, Any]]:
         """Every row an ``/Items`` query selects, before paging."""
         libraries = (
@@ -347,11 +412,11 @@ class JellyfinSimulator(SimServer):
             if parent and self.model.find_show(parent)
             else [s for lib in libraries for s in lib.shows.values()]
         )
-        if "Series" in types:
+        if "series" in types:
             for show in shows:
                 if since is None or (show.saved_at is not None and show.saved_at >= since):
-                    rows.append(self._series_row(show, fields))
-        if "Episode" in types:
+                    rows.append(self._series_row(show, fields, user_data))
+        if "episode" in types:
             exclude_virtual = (
                 "virtual" in q.get("excludelocationtypes", "").lower()
                 or q.get("ismissing") == "false"
@@ -364,7 +429,7 @@ class JellyfinSimulator(SimServer):
                         continue
                     if ids and episode.id not in ids:
                         continue
-                    rows.append(self._episode_row(show, episode, fields))
+                    rows.append(self._episode_row(show, episode, fields, user_data))
         return rows
 
     async def _show_episodes(self, request: web.Request) -> web.Response:
@@ -373,14 +438,19 @@ class JellyfinSimulator(SimServer):
         show = self.model.find_show(request.match_info["sid"])
         if show is None:
             return web.Response(status=404)
-        q = {k.lower(): v for k, v in request.query.items()}
-        fields = set(q.get("fields", "").split(",")) - {""}
+        q = _query(request)
+        fields = _csv(q, "fields")
         season_id = q.get("seasonid")
+        user_data = self._request_user(request, q) is not None
+        # Placeholders come back for API keys and users with DisplayMissingEpisodes
+        # unless isMissing=false (TvShowsController.GetEpisodes).
+        missing = q.get("ismissing", "").lower() != "false" and (
+            self._is_api_key(request) or self.display_missing_episodes
+        )
         rows = [
-            self._episode_row(show, e, fields)
+            self._episode_row(show, e, fields, user_data)
             for e in show.episodes.values()
-            # Placeholders come back unless isMissing=false (TvShowsController).
-            if not (e.virtual and q.get("ismissing") == "false")
+            if (missing or not e.virtual)
             and (season_id is None or show.season_ids.get(e.season or 0) == season_id)
         ]
         return self._page(q, rows)
@@ -406,6 +476,118 @@ class JellyfinSimulator(SimServer):
         ]
         return self._page({}, rows)
 
+    async def _primary_image(self, request: web.Request) -> web.Response:
+        # Real servers serve images anonymously; the simulator asks for the
+        # token so a test proves the client sends it.
+        if (refused := self._gate(request)) is not None:
+            return refused
+        item = request.match_info["iid"]
+        if self.model.find_show(item) is None and self.model.find_episode(item) is None:
+            return web.Response(status=404)
+        return web.Response(body=PNG_1X1, content_type="image/png")
+
+    # -- "new episode" routes (docs: jellyfin §7) ---------------------------------------
+
+    def _scope(self, q: dict[str, str], key: str = "parentid") -> list[SimShow]:
+        """The shows a ``parentId`` (library or series) or ``seriesId`` selects."""
+        parent = q.get(key)
+        if parent is None:
+            return [s for lib in self.model.libraries.values() for s in lib.shows.values()]
+        if parent in self.model.libraries:
+            return list(self.model.libraries[parent].shows.values())
+        show = self.model.find_show(parent)
+        return [show] if show is not None else []
+
+    async def _latest(self, request: web.Request) -> web.Response:
+        """``/Items/Latest``: a bare array by DateCreated, grouped into series by default.
+
+        404 without a user; played items hidden when ``isPlayed`` is omitted
+        and HidePlayedInLatest is on; ``limit`` defaults to 20 and counts
+        groups (JF UserLibraryController.GetLatestMedia, UserViewManager).
+        """
+        if (refused := self._gate(request)) is not None:
+            return refused
+        q = _query(request)
+        if self._request_user(request, q) is None:
+            return web.Response(status=404)
+        types = _csv(q, "includeitemtypes")
+        fields = _csv(q, "fields")
+        played = q.get("isplayed", "").lower()
+        episodes = [
+            (show, e)
+            for show in self._scope(q)
+            for e in show.real_episodes()
+            if (not types or "episode" in types)
+            and (
+                e.watched == (played == "true")
+                if played
+                else not (self.hide_played_in_latest and e.watched)
+            )
+        ]
+        episodes.sort(key=lambda pair: pair[1].file_created_at or pair[1].added_at, reverse=True)
+        limit = int(q.get("limit", "20"))
+        # The server fetches the newest ``limit * 2`` items, then folds them into
+        # at most ``limit`` groups (UserViewManager.GetItemsForLatestItems).
+        groups: dict[str, list[tuple[SimShow, SimEpisode]]] = {}
+        for show, episode in episodes[: limit * 2]:
+            key = show.id if q.get("groupitems", "true").lower() != "false" else episode.id
+            if key not in groups and len(groups) >= limit:
+                break
+            groups.setdefault(key, []).append((show, episode))
+        result: list[dict[str, Any]] = []
+        for group in groups.values():
+            show, episode = group[0]
+            if len(group) == 1:
+                result.append(self._episode_row(show, episode, fields))
+            else:
+                # Several new episodes fold into their series; ChildCount counts them.
+                result.append({**self._series_row(show, fields, True), "ChildCount": len(group)})
+        return web.json_response(result)
+
+    async def _next_up(self, request: web.Request) -> web.Response:
+        """``/Shows/NextUp``: per series in progress, the first unplayed episode after the
+        last played one, most recently watched series first (404 without a user)."""
+        if (refused := self._gate(request)) is not None:
+            return refused
+        q = _query(request)
+        if self._request_user(request, q) is None:
+            return web.Response(status=404)
+        fields = _csv(q, "fields")
+        found: list[tuple[int, dict[str, Any]]] = []
+        shows = self._scope(q, "seriesid") if "seriesid" in q else self._scope(q)
+        for show in shows:
+            ordered = sorted(show.real_episodes(), key=lambda e: (e.season or 0, e.number or 0))
+            played = [i for i, e in enumerate(ordered) if e.watched]
+            if not played:
+                continue
+            following = [e for e in ordered[played[-1] + 1 :] if not e.watched]
+            if following:
+                last_seen = max(e.last_viewed_at or 0 for e in ordered if e.watched)
+                found.append((last_seen, self._episode_row(show, following[0], fields)))
+        found.sort(key=lambda pair: pair[0], reverse=True)
+        return self._page(q, [row for _, row in found])
+
+    async def _upcoming(self, request: web.Request) -> web.Response:
+        """``/Shows/Upcoming``: episodes premiering from yesterday (UTC) on, by premiere date,
+        virtual placeholders included (TvShowsController.GetUpcomingEpisodes:
+        ``MinPremiereDate = DateTime.UtcNow.Date.AddDays(-1)``)."""
+        if (refused := self._gate(request)) is not None:
+            return refused
+        q = _query(request)
+        user_data = self._request_user(request, q) is not None
+        fields = _csv(q, "fields")
+        today = datetime.fromtimestamp(self.clock.now(), UTC).date()
+        since = (today - timedelta(days=1)).isoformat()
+        pairs = [
+            (show, e)
+            for show in self._scope(q)
+            for e in show.episodes.values()
+            if e.deleted_at is None and e.air_date and e.air_date[:10] >= since
+        ]
+        pairs.sort(key=lambda pair: (pair[1].air_date or "", pair[1].id))
+        rows = [self._episode_row(show, e, fields, user_data) for show, e in pairs]
+        return self._page(q, rows)
+
     def _page(self, q: dict[str, str], rows: list[dict[str, Any]]) -> web.Response:
         start = int(q.get("startindex", "0"))
         limit = int(q["limit"]) if "limit" in q else None
@@ -419,7 +601,7 @@ class JellyfinSimulator(SimServer):
 
     # -- rows --------------------------------------------------------------------------------
 
-    def _series_row(self, show: SimShow, fields: set[str]) -> dict[str, Any]:
+    def _series_row(self, show: SimShow, fields: set[str], user_data: bool) -> dict[str, Any]:
         real = show.real_episodes()
         row: dict[str, Any] = {
             "Name": show.title,
@@ -430,26 +612,37 @@ class JellyfinSimulator(SimServer):
             "Status": "Continuing",
             "ProductionYear": show.year,
             "LocationType": "FileSystem",
-            "UserData": {
+        }
+        # Counts and user data need a user (Folder.FillUserDataDtoValues): an
+        # API key without userId never sees them (docs: jellyfin §3).
+        if user_data:
+            row["UserData"] = {
                 "UnplayedItemCount": sum(1 for e in real if not e.watched),
                 "PlayCount": 0,
                 "Played": all(e.watched for e in real) and bool(real),
                 "Key": show.id,
-            },
-        }
-        if "RecursiveItemCount" in fields:
+            }
+        if "recursiveitemcount" in fields and user_data:
             row["RecursiveItemCount"] = len(real)
-        if "ChildCount" in fields:
+        if "childcount" in fields:
             row["ChildCount"] = len(show.season_ids)
-        if "Etag" in fields:
+        if "etag" in fields:
             row["Etag"] = _etag(show.saved_at)
-        if "DateCreated" in fields:
+        if "datecreated" in fields:
             row["DateCreated"] = _date(show.added_at)
-        if "DateLastMediaAdded" in fields:
+        if "datelastmediaadded" in fields:
             row["DateLastMediaAdded"] = _date(self._series_media_added.get(show.id))
+        if "providerids" in fields:
+            row["ProviderIds"] = {"Tvdb": str(int(show.id[:7], 16))}
+        if "path" in fields:
+            row["Path"] = f"/media/tv/{show.title}"
+        if "overview" in fields:
+            row["Overview"] = f"The story of {show.title}."
         return row
 
-    def _episode_row(self, show: SimShow, episode: SimEpisode, fields: set[str]) -> dict[str, Any]:
+    def _episode_row(
+        self, show: SimShow, episode: SimEpisode, fields: set[str], user_data: bool = True
+    ) -> dict[str, Any]:
         season_id = show.season_ids.get(episode.season) if episode.season is not None else None
         row: dict[str, Any] = {
             "Name": episode.title,
@@ -465,30 +658,55 @@ class JellyfinSimulator(SimServer):
             "MediaType": "Video",
             "ImageTags": {"Primary": _etag(episode.saved_at)},
             "RunTimeTicks": episode.duration_ms * 10_000,
-            "UserData": {
+        }
+        if user_data:
+            row["UserData"] = {
                 "PlaybackPositionTicks": 0,
                 "PlayCount": episode.view_count,
                 "IsFavorite": False,
                 "Played": episode.watched,
                 "Key": episode.guid,
                 "ItemId": "00000000000000000000000000000000",
-            },
-        }
+            }
         if episode.number is not None:
             row["IndexNumber"] = episode.number
         if episode.season is not None:
             row["ParentIndexNumber"] = episode.season
         if episode.air_date:
             row["PremiereDate"] = episode.air_date + "T00:00:00.0000000Z"
-        if episode.last_viewed_at is not None:
+        if user_data and episode.last_viewed_at is not None:
             row["UserData"]["LastPlayedDate"] = _date(episode.last_viewed_at)[:23] + "Z"
-        if "DateCreated" in fields:
+        if "datecreated" in fields:
             row["DateCreated"] = _date(episode.file_created_at or episode.added_at)
-        if "Etag" in fields:
+        if "etag" in fields:
             row["Etag"] = _etag(episode.saved_at)
-        if "ParentId" in fields:
+        if "parentid" in fields:
             row["ParentId"] = season_id
+        if "path" in fields:
+            row["Path"] = f"/media/tv/{show.title}/S{episode.season or 0:02d}/{episode.id}.mkv"
+        if "providerids" in fields:
+            row["ProviderIds"] = {"Tvdb": str(int(episode.id[:7], 16))}
+        if "overview" in fields:
+            row["Overview"] = f"An episode of {show.title}."
         return row
+
+
+def _query(request: web.Request) -> dict[str, str]:
+    """Query names case-insensitive; a repeated name joins its values with commas.
+
+    ASP.NET binds query names case-insensitively and Jellyfin's
+    CommaDelimitedCollectionModelBinder takes ``a,b`` as well as ``x=a&x=b``.
+    """
+    q: dict[str, str] = {}
+    for key, value in request.query.items():
+        name = key.lower()
+        q[name] = f"{q[name]},{value}" if name in q else value
+    return q
+
+
+def _csv(q: dict[str, str], name: str) -> set[str]:
+    """A comma list parameter, lower-cased (enum values bind case-insensitively)."""
+    return {v.strip().lower() for v in q.get(name, "").split(",")} - {""}
 
 
 def _parse_time(value: str) -> float:

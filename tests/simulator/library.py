@@ -296,6 +296,18 @@ class SimLibraryModel:
         self.on_change("episode_removed", show.library_id, episode)
         return episode
 
+    def trash_episode(self, episode_id: str) -> SimEpisode:
+        """The episode's file vanished but the server keeps the item (Plex trash)."""
+        episode = self._episode_index[episode_id]
+        episode.deleted_at = int(self.clock.now())
+        self.on_change("episode_trashed", self._show_index[episode.show_id].library_id, episode)
+        return episode
+
+    def empty_trash(self, library_id: str) -> list[SimEpisode]:
+        """Delete every trashed episode of a library for good."""
+        trashed = [e for e in self.libraries[library_id].episodes() if e.deleted_at is not None]
+        return [self.remove_episode(e.id) for e in trashed]
+
     def rename_episode(self, episode_id: str, title: str) -> SimEpisode:
         """Edit an episode's title (a metadata edit: updatedAt/DateLastSaved move)."""
         episode = self._episode_index[episode_id]

@@ -14,13 +14,26 @@ Implements the simulator checklist of the project's Plex notes (docs/plex-api.md
   optional fields absent (``viewCount``/``lastViewedAt`` only when watched,
   ``index`` absent on unnumbered episodes);
 - paging: Start and Size honoured only when both are present (as headers or
-  query), ``Size=0`` count probes, ``limit=``, an optional server-side page cap
-  that serves fewer items than asked; ``X-Plex-Container-Start`` and
+  query), ``Size=0`` count probes, an optional server-side page cap that
+  serves fewer items than asked; ``X-Plex-Container-Start`` and
   ``X-Plex-Container-Total-Size`` response headers (DESC §Pagination; PLX);
+  ``limit=N`` caps the rows and leaves the true total out (no ``totalSize``);
+  rows in stable ``sort=`` order; ``allLeaves`` (section and show) paged alike;
 - filters: ``addedAt``/``updatedAt``/``lastViewedAt`` with strict ``>>=`` and
   ``<<=``, percent-encoded or raw, relative values (``-300``, ``-3w``, ``mon``);
   plain ``>=`` on a date is ignored (or 400 behind a switch); unknown filter
-  fields 400 (switchable); OR by commas;
+  fields 400 (switchable); OR by commas and by ``push/or/pop`` groups, nested
+  (DESC §Boolean Operators); ``episode.`` scoping; ``trash=1``/``unwatched=1``;
+- ``includeCollections=0`` accepted; ``Guid[]`` only with ``includeGuids=1``;
+  trimming (``excludeFields``/``excludeElements``) honoured unless
+  ``ignore_trimming`` (DESC: "requests, not guarantees");
+- ``/library/metadata/{a,b,c}`` returns the items that exist (one unknown id: 404);
+- trash mode: with ``auto_empty_trash`` off, ``delete_file`` keeps the episode
+  with ``deletedAt`` (still listed; ``trash=1`` lists only trash); whether it
+  counts in ``leafCount`` is ``trash_counts_in_leaf_count`` (default no);
+- scans: ``start_scan``/``scan_progress``/``end_scan`` drive ``refreshing``,
+  ``/library/sections/{id}/timeline`` (``updateQueueSize``) and ``/activities``
+  (``library.update.section`` with ``Context.librarySectionID`` and ``progress``);
 - ``contentChangedAt``: one server-wide counter starting at an arbitrary large
   value, bumped by every content change and stamped on the section; watch-state
   changes do not bump it unless ``watch_bumps_content_changed``;
@@ -28,11 +41,18 @@ Implements the simulator checklist of the project's Plex notes (docs/plex-api.md
   ``leafCount``/``viewedLeafCount``/``childCount`` are always recomputed;
 - marking unwatched removes ``viewCount`` and ``lastViewedAt`` and does not
   bump ``updatedAt`` (switchable);
-- ratingKeys are non-sequential strings, never reused; re-match = new key.
+- ratingKeys are non-sequential strings, never reused; re-match = new key;
+- instrumentation: ``count_by_route`` (per endpoint), ``count_by_client`` (per
+  ``X-Plex-Client-Identifier``) and ``protocol_violations`` (no JSON Accept, no
+  client id, an unpaged listing).
+
+The websocket is tests/simulator/plex_push.py.
 """
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Callable
 import hashlib
 import re
 from typing import Any
@@ -40,7 +60,7 @@ from urllib.parse import unquote
 
 from aiohttp import web
 
-from .common import SimServer
+from .common import LoggedRequest, SimServer
 from .library import SimClock, SimEpisode, SimLibraryModel, SimShow
 
 UNAUTHORIZED_HTML = (
@@ -81,10 +101,21 @@ _NON_FILTERS = {
     "X-Plex-Version",
     "X-Plex-Platform",
     "X-Plex-Device-Name",
-    "push",
-    "pop",
-    "or",
 }
+#: Listings a client must page (docs: plex §1 "always page", §3).
+PAGED_ROUTES = frozenset(
+    {
+        "/library/sections/{section}/all",
+        "/library/sections/{section}/allLeaves",
+        "/library/metadata/{key}/allLeaves",
+        "/library/metadata/{key}/children",
+    }
+)
+#: Image routes: a client asks for image bytes there, not JSON.
+_IMAGE_ROUTES = frozenset({"/library/metadata/{key}/thumb/{stamp}"})
+_GROUPING = ("push", "or", "pop")
+type _Row = dict[str, Any]
+type _Predicate = Callable[[_Row], bool]
 _UNITS = {"m": 60, "h": 3600, "d": 86_400, "w": 604_800, "mon": 2_592_000, "y": 31_536_000}
 
 
@@ -116,6 +147,16 @@ class PlexSimulator(SimServer):
         self.identity_requires_auth = False
         self.unwatch_bumps_updated_at = False
         self.updated_at_filter_supported = True
+        #: "Empty trash automatically after every scan" (on by default in PMS).
+        #: Off: ``delete_file`` keeps the episode with ``deletedAt`` (docs: plex §8).
+        self.auto_empty_trash = True
+        #: Whether trashed episodes count in ``leafCount`` (UNCONFIRMED, docs:
+        #: plex §8). Default no: the listings still show them, so counts and
+        #: listings disagree, the case a client must survive.
+        self.trash_counts_in_leaf_count = False
+        #: Per section: items a running scan still has to process, and its progress.
+        self._update_queue: dict[str, int] = {}
+        self._scan_progress: dict[str, int] = {}
         # contentChangedAt is a server-wide counter, not a time (docs: plex §5).
         self._content_counter = 41_632_394
         self._next_key = 1000
@@ -145,6 +186,8 @@ class PlexSimulator(SimServer):
         self.invalidate()
         if kind == "library_removed":
             self._section_markers.pop(library_id, None)
+            self._scan_progress.pop(library_id, None)
+            self._update_queue.pop(library_id, None)
             return
         if kind == "watched":
             episode = item
@@ -163,15 +206,71 @@ class PlexSimulator(SimServer):
         self.token = hashlib.sha1(f"{self.token}-rotated".encode()).hexdigest()[:20]
         return self.token
 
-    def start_scan(self, section_id: str) -> None:
-        """A scan starts: the section reports ``refreshing: true``."""
+    def start_scan(self, section_id: str, *, queue: int = 0) -> None:
+        """A scan starts: ``refreshing: true``, a running activity, ``queue`` items pending."""
         self._markers(section_id)["refreshing"] = True
+        self._scan_progress[section_id] = 0
+        self._update_queue[section_id] = queue
+
+    def scan_progress(self, section_id: str, progress: int, *, queue: int | None = None) -> None:
+        """A running scan reports ``progress`` percent (and optionally a new queue size)."""
+        self._scan_progress[section_id] = progress
+        if queue is not None:
+            self._update_queue[section_id] = queue
 
     def end_scan(self, section_id: str) -> None:
-        """The scan ends: ``scannedAt`` moves."""
+        """The scan ends: ``scannedAt`` moves, the activity and the queue are gone."""
         markers = self._markers(section_id)
         markers["refreshing"] = False
         markers["scannedAt"] = int(self.clock.now())
+        self._scan_progress.pop(section_id, None)
+        self._update_queue.pop(section_id, None)
+
+    def delete_file(self, episode_id: str) -> SimEpisode:
+        """An episode's file is deleted on disk and a scan notices.
+
+        With auto-empty on the item goes; with it off it stays with
+        ``deletedAt`` set, listable with ``trash=1``
+        (support.plex.tv/hc/en-us/articles/200289526; docs: plex §8).
+        """
+        if self.auto_empty_trash:
+            return self.model.remove_episode(episode_id)
+        return self.model.trash_episode(episode_id)
+
+    # -- instrumentation (docs: plex §10 last item) -------------------------------------
+
+    @staticmethod
+    def client_id_of(request: LoggedRequest) -> str:
+        """The request's ``X-Plex-Client-Identifier`` (header or query), "" when absent."""
+        return request.headers.get("X-Plex-Client-Identifier") or request.query.get(
+            "X-Plex-Client-Identifier", ""
+        )
+
+    def count_by_client(self) -> Counter[str]:
+        """Requests logged so far per client identifier."""
+        return Counter(self.client_id_of(r) for r in self.requests)
+
+    def protocol_violations(self) -> list[tuple[LoggedRequest, str]]:
+        """Logged requests a real PMS would punish, each with the reason.
+
+        ``no-json-accept`` (PMS answers XML), ``no-client-id`` (one identifier
+        per install, docs: plex §1) and ``unpaged-listing`` (a listing without
+        both Start and Size, docs: plex §3).
+        """
+        found: list[tuple[LoggedRequest, str]] = []
+        for r in self.requests:
+            if r.route not in _IMAGE_ROUTES and "application/json" not in r.headers.get(
+                "Accept", ""
+            ):
+                found.append((r, "no-json-accept"))
+            if not self.client_id_of(r):
+                found.append((r, "no-client-id"))
+            if r.route in PAGED_ROUTES and not all(
+                name in r.headers or name in r.query
+                for name in ("X-Plex-Container-Start", "X-Plex-Container-Size")
+            ):
+                found.append((r, "unpaged-listing"))
+        return found
 
     # -- routes -------------------------------------------------------------------------
 
@@ -182,6 +281,8 @@ class PlexSimulator(SimServer):
         app.router.add_get("/library/sections", self._sections)
         app.router.add_get("/library/sections/{section}/all", self._section_all)
         app.router.add_get("/library/sections/{section}/allLeaves", self._section_leaves)
+        app.router.add_get("/library/sections/{section}/timeline", self._timeline)
+        app.router.add_get("/activities", self._activities)
         app.router.add_get("/library/metadata/{ids}", self._metadata)
         app.router.add_get("/library/metadata/{key}/allLeaves", self._show_leaves)
         app.router.add_get("/library/metadata/{key}/children", self._children)
@@ -331,6 +432,57 @@ class PlexSimulator(SimServer):
         rows = self.cached((library.id, "4"), lambda: self._section_rows(library, "4"))
         return self._listing(request, rows, library_id=library.id, title=library.title)
 
+    async def _timeline(self, request: web.Request) -> web.Response:
+        """Section timeline: ``updateQueueSize`` counts items a scan still has to process.
+
+        Fields as plexapi's ``LibraryTimeline`` reads them (plexapi library.py).
+        """
+        if (denied := self._guard(request)) is not None:
+            return denied
+        library = self.model.libraries.get(request.match_info["section"])
+        if library is None:
+            return self._not_found()
+        latest = max((e.added_at for e in library.episodes()), default=library.created_at)
+        return self._reply(
+            request,
+            {
+                "size": 0,
+                "allowSync": True,
+                "content": True,
+                "identifier": "com.plexapp.plugins.library",
+                "latestEntryTime": latest,
+                "mediaTagPrefix": "/system/bundle/media/flags/",
+                "mediaTagVersion": 1700000000,
+                "title1": library.title,
+                "updateQueueSize": self._update_queue.get(library.id, 0),
+                "viewGroup": "secondary",
+            },
+        )
+
+    async def _activities(self, request: web.Request) -> web.Response:
+        """Running activities: a ``library.update.section`` per scanning section (SPEC)."""
+        if (denied := self._guard(request)) is not None:
+            return denied
+        activities = [
+            {
+                "uuid": hashlib.sha1(f"scan-{section_id}".encode()).hexdigest()[:36],
+                "type": "library.update.section",
+                "cancellable": True,
+                "userID": 1,
+                "title": f"Scanning {self.model.libraries[section_id].title}",
+                "subtitle": "",
+                "progress": progress,
+                # librarySectionID is a string here (docs: plex §7 activity frames).
+                "Context": {"librarySectionID": section_id},
+            }
+            for section_id, progress in self._scan_progress.items()
+            if section_id in self.model.libraries
+        ]
+        container: dict[str, Any] = {"size": len(activities)}
+        if activities:
+            container["Activity"] = activities
+        return self._reply(request, container)
+
     async def _show_leaves(self, request: web.Request) -> web.Response:
         if (denied := self._guard(request)) is not None:
             return denied
@@ -404,7 +556,9 @@ class PlexSimulator(SimServer):
         sort = query.get("sort", "id")
         # Cached section rows are already in id order.
         rows = filtered if sort in ("id", "id:asc") else self._sort(filtered, sort)
-        if "limit" in query:
+        # ``limit=N`` caps the results and omits the true total (DESC §Pagination).
+        capped = "limit" in query
+        if capped:
             rows = rows[: int(query["limit"])]
         total = len(rows)
         start_raw = request.headers.get(
@@ -423,11 +577,11 @@ class PlexSimulator(SimServer):
             if self.page_cap is not None:
                 size = min(size, self.page_cap)
             page = rows[start : start + size]
-            container.update(size=len(page), totalSize=total, offset=start)
-            headers = {
-                "X-Plex-Container-Start": str(start),
-                "X-Plex-Container-Total-Size": str(total),
-            }
+            container.update(size=len(page), offset=start)
+            headers = {"X-Plex-Container-Start": str(start)}
+            if not capped:
+                container["totalSize"] = total
+                headers["X-Plex-Container-Total-Size"] = str(total)
         else:
             page = rows
             container.update(size=len(page))
@@ -437,49 +591,61 @@ class PlexSimulator(SimServer):
             container["Metadata"] = page
         return self._reply(request, container, **headers)
 
-    def _filter(
-        self, request: web.Request, rows: list[dict[str, Any]]
-    ) -> list[dict[str, Any]] | web.Response:
-        # Parse the raw query: the operator is part of the key (``addedAt>>=``),
-        # sent percent-encoded (``addedAt%3E%3E=``) or raw.
+    def _filter(self, request: web.Request, rows: list[_Row]) -> list[_Row] | web.Response:
+        """Apply the query's filter terms: ``&`` is AND, ``push/or/pop`` group (DESC §Boolean)."""
+        tokens = self._filter_tokens(request)
+        if isinstance(tokens, web.Response):
+            return tokens
+        if not tokens:
+            return rows  # the cached listing itself: no copy for unfiltered pages
+        try:
+            predicate = _compile(tokens)
+        except ValueError as err:
+            return web.Response(status=400, text=str(err))
+        return [row for row in rows if predicate(row)]
+
+    def _filter_tokens(self, request: web.Request) -> list[_Predicate | str] | web.Response:
+        """The query's filter terms and grouping words, in order.
+
+        Parsed from the raw query: the operator is part of the key
+        (``addedAt>>=``), sent percent-encoded (``addedAt%3E%3E=``) or raw.
+        """
         now = self.clock.now()
+        tokens: list[_Predicate | str] = []
         for part in request.query_string.split("&"):
             if not part:
                 continue
             raw_key, _, raw_value = part.partition("=")
             key, value = unquote(raw_key), unquote(raw_value)
+            if key in _GROUPING:
+                tokens.append(key)
+                continue
             if key in _NON_FILTERS:
                 continue
             match = re.fullmatch(r"([A-Za-z.]+?)(>>|<<|!|>|<|=)?", key)
             if match is None:
                 return web.Response(status=400, text="bad filter")
             name, op = match.group(1), match.group(2) or ""
+            # ``episode.addedAt`` on a type=4 listing is plain ``addedAt`` (DESC §Field Scoping).
+            name = name.removeprefix("episode.")
             if name not in _KNOWN_FIELDS:
                 if self.unknown_filter_400:
                     return web.Response(status=400, text=f"unknown field {name}")
                 continue
             if name == "updatedAt" and not self.updated_at_filter_supported:
                 return web.Response(status=400, text="updatedAt is not a filter here")
-            if name in _DATE_FIELDS:
-                if op in (">", "<"):
-                    # Plain >= / <= is no date operator (docs: plex §4).
-                    if self.gte_on_date_is_400:
-                        return web.Response(status=400, text="bad date operator")
-                    continue
-                if op not in (">>", "<<"):
-                    continue
-                bound = _resolve_time(value, now)
-                if op == ">>":
-                    rows = [r for r in rows if r.get(name) is not None and r[name] > bound]
-                else:
-                    rows = [r for r in rows if r.get(name) is not None and r[name] < bound]
-            elif name == "show.id":
-                wanted = set(value.split(","))
-                rows = [r for r in rows if r.get("grandparentRatingKey") in wanted]
-            else:
-                wanted = set(value.split(","))
-                rows = [r for r in rows if str(r.get(name, "")) in wanted]
-        return rows
+            if name in _DATE_FIELDS and op in (">", "<"):
+                # Plain >= / <= is no date operator (docs: plex §4).
+                if self.gte_on_date_is_400:
+                    return web.Response(status=400, text="bad date operator")
+                continue
+            try:
+                term = _term(name, op, value, now)
+            except ValueError:
+                return web.Response(status=400, text=f"bad value for {name}")
+            if term is not None:
+                tokens.append(term)
+        return tokens
 
     @staticmethod
     def _sort(rows: list[dict[str, Any]], sort: str) -> list[dict[str, Any]]:
@@ -493,12 +659,20 @@ class PlexSimulator(SimServer):
         drop = set(query.get("excludeFields", "").split(",")) | set(
             query.get("excludeElements", "").split(",")
         )
-        return {k: v for k, v in row.items() if k not in drop} if drop - {""} else row
+        if query.get("includeGuids") != "1":
+            drop.add("Guid")
+        return {k: v for k, v in row.items() if k not in drop} if drop & row.keys() else row
 
     # -- rows --------------------------------------------------------------------------
 
+    def _counted(self, show: SimShow) -> list[SimEpisode]:
+        """The episodes ``leafCount`` counts (trashed ones only behind the switch)."""
+        if self.trash_counts_in_leaf_count:
+            return [e for e in show.episodes.values() if not e.virtual]
+        return show.real_episodes()
+
     def _show_row(self, show: SimShow) -> dict[str, Any]:
-        real = show.real_episodes()
+        real = self._counted(show)
         watched = [e for e in real if e.watched]
         row: dict[str, Any] = {
             "ratingKey": show.id,
@@ -516,6 +690,8 @@ class PlexSimulator(SimServer):
             "thumb": f"/library/metadata/{show.id}/thumb/{show.updated_at}",
             "art": f"/library/metadata/{show.id}/art/{show.updated_at}",
             "Genre": [{"tag": "Drama"}],
+            # External ids: only with includeGuids=1 (SPEC /all params), see _trim.
+            "Guid": [{"id": f"tvdb://{int(show.id) * 3}"}],
         }
         if watched:
             row["lastViewedAt"] = max(e.last_viewed_at or 0 for e in watched)
@@ -530,7 +706,7 @@ class PlexSimulator(SimServer):
             "type": "season",
             "title": "Specials" if season == 0 else f"Season {season}",
             "index": season,
-            "leafCount": sum(1 for e in show.real_episodes() if e.season == season),
+            "leafCount": sum(1 for e in self._counted(show) if e.season == season),
         }
 
     def _episode_row(self, episode: SimEpisode) -> dict[str, Any]:
@@ -574,6 +750,63 @@ class PlexSimulator(SimServer):
         if episode.deleted_at is not None:
             row["deletedAt"] = episode.deleted_at
         return row
+
+
+def _term(name: str, op: str, value: str, now: float) -> _Predicate | None:
+    """One filter term as a row predicate (None: a term the server does not apply)."""
+    if name in _DATE_FIELDS:
+        if op not in (">>", "<<"):
+            return None
+        bound = _resolve_time(value, now)
+        # Both operators are strict (docs: plex §4).
+        if op == ">>":
+            return lambda row: (v := row.get(name)) is not None and v > bound
+        return lambda row: (v := row.get(name)) is not None and v < bound
+    wanted = set(value.split(","))  # a comma inside one value means OR
+    if name == "trash":
+        # Trashed items carry ``deletedAt`` (SPEC example item; docs: plex §8).
+        return lambda row: ("deletedAt" in row) == ("1" in wanted)
+    if name == "unwatched":
+        return lambda row: ("viewCount" not in row) == ("1" in wanted)
+    if name == "show.id":
+        return lambda row: row.get("grandparentRatingKey") in wanted
+    negate = op == "!"
+    # Absent counters are zero (``viewCount`` is left out when unwatched).
+    default = 0 if name == "viewCount" else ""
+    return lambda row: (str(row.get(name, default)) in wanted) != negate
+
+
+def _compile(tokens: list[_Predicate | str]) -> _Predicate:
+    """``a & b & push & c & or & d & pop``: AND by default, ``or`` between, ``push/pop`` nest."""
+    pos = 0
+
+    def either() -> _Predicate:
+        nonlocal pos
+        options = [both()]
+        while pos < len(tokens) and tokens[pos] == "or":
+            pos += 1
+            options.append(both())
+        return options[0] if len(options) == 1 else (lambda row: any(p(row) for p in options))
+
+    def both() -> _Predicate:
+        nonlocal pos
+        parts: list[_Predicate] = []
+        while pos < len(tokens) and tokens[pos] not in ("or", "pop"):
+            token = tokens[pos]
+            pos += 1
+            if token == "push":
+                parts.append(either())
+                if pos >= len(tokens) or tokens[pos] != "pop":
+                    raise ValueError("push without pop")
+                pos += 1
+            elif not isinstance(token, str):
+                parts.append(token)
+        return parts[0] if len(parts) == 1 else (lambda row: all(p(row) for p in parts))
+
+    predicate = either()
+    if pos != len(tokens):
+        raise ValueError("pop without push")
+    return predicate
 
 
 def _resolve_time(value: str, now: float) -> float:

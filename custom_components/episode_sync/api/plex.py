@@ -277,6 +277,11 @@ async def _episodes(rows: list[dict[str, Any]], library_id: str) -> list[Episode
             await asyncio.sleep(0)
         if row.get("type", "episode") != "episode":
             continue
+        if "deletedAt" in row:
+            # Trashed (file gone, "empty trash automatically" off): not a real
+            # episode, so the mirror drops it and agrees with a ``leafCount``
+            # that leaves trash out (docs: plex §8). Listings still show it.
+            continue
         try:
             air = row.get("originallyAvailableAt")
             episodes.append(

@@ -1,0 +1,805 @@
+"""The simulators against the checklists of the server notes (plex-api.md/jellyfin-api.md §10).
+
+Each test drives a simulator over real HTTP on 127.0.0.1 with aiohttp, the way
+a client would, and checks one checklist item (quirks included): a client that
+passes against the simulator must also work against a real server. Websockets
+(checklist item 17 / the Plex notifications socket) are tested elsewhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import aiohttp
+from freezegun.api import FrozenDateTimeFactory
+from homeassistant.core import HomeAssistant
+import pytest
+from yarl import URL
+
+from tests.helpers import (
+    jellyfin_entry,
+    next_poll,
+    plex_entry,
+    setup_entry,
+    state_of,
+    tv_library_ids,
+)
+from tests.simulator.jellyfin import JellyfinSimulator
+from tests.simulator.library import SimShow
+from tests.simulator.plex import NOT_FOUND_HTML, UNAUTHORIZED_HTML, PlexSimulator
+
+JSON = {"Accept": "application/json"}
+
+
+@pytest.fixture
+async def session(socket_enabled: Any) -> AsyncIterator[aiohttp.ClientSession]:
+    """A plain aiohttp session, as a client would use."""
+    async with aiohttp.ClientSession() as client_session:
+        yield client_session
+
+
+def _plex_headers(sim: PlexSimulator, **extra: str) -> dict[str, str]:
+    return {**JSON, "X-Plex-Token": sim.token, "X-Plex-Client-Identifier": "sim-test", **extra}
+
+
+async def _plex(
+    session: aiohttp.ClientSession,
+    sim: PlexSimulator,
+    path_and_query: str,
+    *,
+    raw: bool = False,
+    **headers: str,
+) -> tuple[int, dict[str, Any]]:
+    """GET a Plex path; return the status and the MediaContainer (or {})."""
+    url: str | URL = sim.url + path_and_query
+    if raw:  # send the query exactly as written (``addedAt>>=…`` unencoded)
+        url = URL(sim.url + path_and_query, encoded=True)
+    async with session.get(url, headers=_plex_headers(sim, **headers)) as reply:
+        if reply.content_type != "application/json":
+            return reply.status, {}
+        return reply.status, (await reply.json())["MediaContainer"]
+
+
+def _section(sim: PlexSimulator) -> str:
+    return tv_library_ids(sim.model)[0]
+
+
+def _first_show(sim: PlexSimulator | JellyfinSimulator) -> SimShow:
+    return next(iter(sim.model.libraries[tv_library_ids(sim.model)[0]].shows.values()))
+
+
+# -- Plex: auth, content negotiation, errors ----------------------------------------------
+
+
+async def test_plex_auth_is_401_html_whatever_accept_says(
+    plex_sim: PlexSimulator, session: aiohttp.ClientSession
+) -> None:
+    """No or a wrong token: 401 text/html with PMS's body, JSON asked or not; query token works."""
+    for headers in (JSON, {"Accept": "*/*"}, {**JSON, "X-Plex-Token": "wrong"}):
+        async with session.get(plex_sim.url + "/library/sections", headers=headers) as reply:
+            assert reply.status == 401
+            assert reply.content_type == "text/html"
+            assert await reply.text() == UNAUTHORIZED_HTML
+    url = f"{plex_sim.url}/library/sections?X-Plex-Token={plex_sim.token}"
+    async with session.get(url, headers=JSON) as reply:
+        assert reply.status == 200
+    async with session.get(plex_sim.url + "/identity", headers=JSON) as reply:
+        assert reply.status == 200
+    plex_sim.identity_requires_auth = True
+    async with session.get(plex_sim.url + "/identity", headers=JSON) as reply:
+        assert reply.status == 401
+
+
+async def test_plex_answers_xml_without_a_json_accept(
+    plex_sim: PlexSimulator, session: aiohttp.ClientSession
+) -> None:
+    """``Accept: */*`` (or none) gets XML, so a client that forgets the header fails visibly."""
+    for accept in ("*/*", "application/xml"):
+        headers = {"X-Plex-Token": plex_sim.token, "Accept": accept}
+        async with session.get(plex_sim.url + "/library/sections", headers=headers) as reply:
+            assert reply.status == 200
+            assert reply.content_type == "application/xml"
+            assert (await reply.text()).split("\n")[1].startswith("<MediaContainer ")
+
+
+async def test_plex_404_is_html_for_items_sections_and_paths(
+    plex_sim: PlexSimulator, session: aiohttp.ClientSession
+) -> None:
+    """Unknown ratingKeys, sections and paths: PMS's HTML 404."""
+    for path in ("/library/metadata/999999", "/library/sections/77/all", "/no/such/path"):
+        async with session.get(plex_sim.url + path, headers=_plex_headers(plex_sim)) as reply:
+            assert reply.status == 404
+            assert reply.content_type == "text/html"
+            assert await reply.text() == NOT_FOUND_HTML
+
+
+async def test_plex_shapes(plex_sim: PlexSimulator, session: aiohttp.ClientSession) -> None:
+    """String keys, int stamps, ``hidden`` 0/1 beside booleans, items in ``Metadata``."""
+    status, container = await _plex(session, plex_sim, "/library/sections")
+    assert status == 200
+    section = next(d for d in container["Directory"] if d["type"] == "show")
+    assert isinstance(section["key"], str)
+    assert section["hidden"] == 0
+    assert section["refreshing"] is False
+    assert isinstance(section["contentChangedAt"], int)
+    _, shows = await _plex(session, plex_sim, f"/library/sections/{_section(plex_sim)}/all?type=2")
+    row = shows["Metadata"][0]
+    assert isinstance(row["ratingKey"], str)
+    assert isinstance(row["addedAt"], int)
+    assert "lastViewedAt" not in row  # nothing watched yet
+
+
+# -- Plex: paging ---------------------------------------------------------------------------
+
+
+async def test_plex_paging_needs_start_and_size(
+    plex_sim: PlexSimulator, session: aiohttp.ClientSession
+) -> None:
+    """Size alone is ignored; Size=0 counts; headers echo the body; headers work as query."""
+    path = f"/library/sections/{_section(plex_sim)}/all?type=4"
+    _, alone = await _plex(session, plex_sim, path + "&X-Plex-Container-Size=5")
+    assert alone["size"] == 100
+    assert "totalSize" not in alone
+    _, probe = await _plex(
+        session, plex_sim, path + "&X-Plex-Container-Start=0&X-Plex-Container-Size=0"
+    )
+    assert (probe["size"], probe["totalSize"], "Metadata" in probe) == (0, 100, False)
+    async with session.get(
+        plex_sim.url + path,
+        headers=_plex_headers(
+            plex_sim, **{"X-Plex-Container-Start": "10", "X-Plex-Container-Size": "7"}
+        ),
+    ) as reply:
+        container = (await reply.json())["MediaContainer"]
+        assert reply.headers["X-Plex-Container-Start"] == "10" == str(container["offset"])
+        assert reply.headers["X-Plex-Container-Total-Size"] == "100"
+    assert (container["size"], container["totalSize"]) == (7, 100)
+    plex_sim.page_cap = 3
+    _, capped = await _plex(
+        session, plex_sim, path + "&X-Plex-Container-Start=0&X-Plex-Container-Size=50"
+    )
+    assert (capped["size"], capped["totalSize"]) == (3, 100)
+
+
+async def test_plex_limit_caps_and_omits_the_true_total(
+    plex_sim: PlexSimulator, session: aiohttp.ClientSession
+) -> None:
+    """``limit=N`` caps the rows and leaves the true total out (DESC §Pagination)."""
+    path = f"/library/sections/{_section(plex_sim)}/all?type=4&limit=12"
+    _, plain = await _plex(session, plex_sim, path)
+    assert plain["size"] == 12
+    assert "totalSize" not in plain
+    async with session.get(
+        plex_sim.url + path + "&X-Plex-Container-Start=10&X-Plex-Container-Size=5",
+        headers=_plex_headers(plex_sim),
+    ) as reply:
+        paged = (await reply.json())["MediaContainer"]
+        assert "X-Plex-Container-Total-Size" not in reply.headers
+    assert (paged["size"], paged["offset"], "totalSize" in paged) == (2, 10, False)
+
+
+async def test_plex_sort_is_stable(plex_sim: PlexSimulator, session: aiohttp.ClientSession) -> None:
+    """Rows come in ``sort=`` order; ties keep id order."""
+    path = f"/library/sections/{_section(plex_sim)}/all?type=4"
+    _, by_id = await _plex(session, plex_sim, path + "&sort=id")
+    keys = [int(r["ratingKey"]) for r in by_id["Metadata"]]
+    assert keys == sorted(keys)
+    _, by_added = await _plex(session, plex_sim, path + "&sort=addedAt:desc")
+    stamps = [(r["addedAt"], -int(r["ratingKey"])) for r in by_added["Metadata"]]
+    assert [s for s, _ in stamps] == sorted((s for s, _ in stamps), reverse=True)
+
+
+# -- Plex: filters ---------------------------------------------------------------------------
+
+
+async def test_plex_date_filters_are_strict_encoded_or_raw(
+    plex_sim: PlexSimulator, session: aiohttp.ClientSession
+) -> None:
+    """``>>=`` and ``<<=`` exclude the bound itself, percent-encoded or raw."""
+    episodes = sorted(plex_sim.model.all_episodes(), key=lambda e: e.added_at)
+    pivot = episodes[50].added_at
+    path = f"/library/sections/{_section(plex_sim)}/all?type=4"
+    expected_after = sum(1 for e in episodes if e.added_at > pivot)
+    expected_before = sum(1 for e in episodes if e.added_at < pivot)
+    _, encoded = await _plex(session, plex_sim, f"{path}&addedAt%3E%3E={pivot}", raw=True)
+    _, raw = await _plex(session, plex_sim, f"{path}&addedAt>>={pivot}", raw=True)
+    _, before = await _plex(session, plex_sim, f"{path}&addedAt%3C%3C={pivot}", raw=True)
+    assert encoded["size"] == raw["size"] == expected_after
+    assert before["size"] == expected_before
+
+
+async def test_plex_relative_filter_values_use_the_server_clock(
+    plex_sim: PlexSimulator, session: aiohttp.ClientSession
+) -> None:
+    """``-300``, ``-3w``, ``-1mon`` count back from the simulator's clock."""
+    show = _first_show(plex_sim)
+    plex_sim.clock.advance(86_400 * 400)  # the server lives a long way in the future
+    now = int(plex_sim.clock.now())
+    recent = plex_sim.model.add_episode(show.id, 9, 1, added_at=now - 100)
+    plex_sim.model.add_episode(show.id, 9, 2, added_at=now - 86_400 * 10)
+    plex_sim.model.add_episode(show.id, 9, 3, added_at=now - 86_400 * 25)
+    path = f"/library/sections/{_section(plex_sim)}/all?type=4"
+    sizes = {}
+    for value in ("-300", "-3w", "-1mon"):
+        _, found = await _plex(session, plex_sim, f"{path}&addedAt>>={value}", raw=True)
+        sizes[value] = found["size"]
+        if value == "-300":
+            assert [r["ratingKey"] for r in found["Metadata"]] == [recent.id]
+    assert sizes == {"-300": 1, "-3w": 2, "-1mon": 3}
+
+
+async def test_plex_or_by_commas_and_push_or_pop_groups(
+    plex_sim: PlexSimulator, session: aiohttp.ClientSession
+) -> None:
+    """Commas OR values; ``push/or/pop`` groups terms like parentheses; unbalanced is 400."""
+    path = f"/library/sections/{_section(plex_sim)}/all?type=4"
+    _, commas = await _plex(session, plex_sim, path + "&index=1,3")
+    assert {r["index"] for r in commas["Metadata"]} == {1, 3}
+    assert commas["size"] == 40
+    # (index=1 OR index=3) AND parentIndex=2
+    query = "&push=1&index=1&or=1&index=3&pop=1&parentIndex=2"
+    _, grouped = await _plex(session, plex_sim, path + query)
+    assert {(r["parentIndex"], r["index"]) for r in grouped["Metadata"]} == {(2, 1), (2, 3)}
+    assert grouped["size"] == 20
+    # index=5 OR (parentIndex=1 AND index=2): nested groups and a top-level or
+    query = "&index=5&or=1&push=1&parentIndex=1&index=2&pop=1"
+    _, mixed = await _plex(session, plex_sim, path + query)
+    pairs = {(r["parentIndex"], r["index"]) for r in mixed["Metadata"]}
+    assert pairs == {(1, 5), (2, 5), (1, 2)}
+    # The one-call delta form of docs §4: push addedAt or updatedAt or lastViewedAt pop
+    mark = int(plex_sim.clock.now()) - 1
+    renamed = next(iter(_first_show(plex_sim).episodes.values()))
+    plex_sim.clock.advance(5)
+    plex_sim.model.rename_episode(renamed.id, "Edited")
+    query = f"&push=1&addedAt>>={mark}&or=1&updatedAt>>={mark}&or=1&lastViewedAt>>={mark}&pop=1"
+    _, delta = await _plex(session, plex_sim, path + query, raw=True)
+    assert [r["ratingKey"] for r in delta["Metadata"]] == [renamed.id]
+    for broken in ("&push=1&index=1", "&index=1&pop=1"):
+        status, _ = await _plex(session, plex_sim, path + broken)
+        assert status == 400
+
+
+async def test_plex_plain_gte_on_dates_and_unknown_fields(
+    plex_sim: PlexSimulator, session: aiohttp.ClientSession
+) -> None:
+    """Plain ``>=`` on a date is ignored (400 behind a switch); unknown fields 400 (switchable)."""
+    path = f"/library/sections/{_section(plex_sim)}/all?type=4"
+    future = int(plex_sim.clock.now()) + 86_400
+    _, ignored = await _plex(session, plex_sim, f"{path}&addedAt>={future}", raw=True)
+    assert ignored["size"] == 100
+    plex_sim.gte_on_date_is_400 = True
+    assert (await _plex(session, plex_sim, f"{path}&addedAt>={future}", raw=True))[0] == 400
+    assert (await _plex(session, plex_sim, f"{path}&color=red"))[0] == 400
+    plex_sim.unknown_filter_400 = False
+    assert (await _plex(session, plex_sim, f"{path}&color=red"))[1]["size"] == 100
+
+
+async def test_plex_include_collections_and_guids(
+    plex_sim: PlexSimulator, session: aiohttp.ClientSession
+) -> None:
+    """``includeCollections=0`` is accepted; ``Guid[]`` appears only with ``includeGuids=1``."""
+    path = f"/library/sections/{_section(plex_sim)}/all?type=2&includeCollections=0"
+    status, plain = await _plex(session, plex_sim, path)
+    assert status == 200
+    assert plain["size"] == 10
+    assert all("Guid" not in row for row in plain["Metadata"])
+    _, with_guids = await _plex(session, plex_sim, path + "&includeGuids=1")
+    assert all(row["Guid"][0]["id"].startswith("tvdb://") for row in with_guids["Metadata"])
+
+
+async def test_plex_trimming_params_and_the_ignore_switch(
+    plex_sim: PlexSimulator, session: aiohttp.ClientSession
+) -> None:
+    """``excludeFields``/``excludeElements`` are honoured, unless the server ignores them."""
+    path = f"/library/sections/{_section(plex_sim)}/all?type=4&excludeFields=summary"
+    path += "&excludeElements=Media"
+    _, trimmed = await _plex(session, plex_sim, path)
+    assert all("summary" not in r and "Media" not in r for r in trimmed["Metadata"])
+    plex_sim.ignore_trimming = True
+    _, full = await _plex(session, plex_sim, path)
+    assert all("summary" in r and "Media" in r for r in full["Metadata"])
+
+
+async def test_plex_metadata_list_returns_the_items_that_exist(
+    plex_sim: PlexSimulator, session: aiohttp.ClientSession
+) -> None:
+    """``/library/metadata/a,b,c`` with unknown ids returns the known ones; one unknown id 404s."""
+    known = [e.id for e in list(plex_sim.model.all_episodes())[:2]]
+    status, container = await _plex(
+        session, plex_sim, f"/library/metadata/{known[0]},999999,{known[1]}"
+    )
+    assert status == 200
+    assert [r["ratingKey"] for r in container["Metadata"]] == known
+    assert (await _plex(session, plex_sim, "/library/metadata/999999"))[0] == 404
+
+
+async def test_plex_leaves_are_paged_and_images_need_the_token(
+    plex_sim: PlexSimulator, session: aiohttp.ClientSession
+) -> None:
+    """Both ``allLeaves`` routes page like ``/all``; thumbs serve bytes with the token only."""
+    show = _first_show(plex_sim)
+    paging = "?X-Plex-Container-Start=2&X-Plex-Container-Size=3"
+    _, leaves = await _plex(session, plex_sim, f"/library/metadata/{show.id}/allLeaves{paging}")
+    assert (leaves["size"], leaves["totalSize"], leaves["offset"]) == (3, 10, 2)
+    _, section = await _plex(
+        session, plex_sim, f"/library/sections/{_section(plex_sim)}/allLeaves{paging}"
+    )
+    assert (section["size"], section["totalSize"]) == (3, 100)
+    thumb = f"{plex_sim.url}/library/metadata/{show.id}/thumb/1"
+    async with session.get(thumb) as reply:
+        assert reply.status == 401
+    async with session.get(thumb, headers={"X-Plex-Token": plex_sim.token}) as reply:
+        assert reply.content_type == "image/png"
+        assert (await reply.read()).startswith(b"\x89PNG")
+
+
+# -- Plex: content model ---------------------------------------------------------------------
+
+
+async def test_plex_content_changed_counter_and_watch_state(
+    plex_sim: PlexSimulator, session: aiohttp.ClientSession
+) -> None:
+    """Content changes bump contentChangedAt; watch state does not (switch); unwatch drops keys."""
+
+    async def marker() -> int:
+        _, container = await _plex(session, plex_sim, "/library/sections")
+        section = next(d for d in container["Directory"] if d["key"] == _section(plex_sim))
+        return int(section["contentChangedAt"])
+
+    start = await marker()
+    assert start == 0  # a new section starts at 0
+    episode = next(iter(_first_show(plex_sim).episodes.values()))
+    plex_sim.model.set_watched(episode.id)
+    assert await marker() == start
+    _, watched = await _plex(session, plex_sim, f"/library/metadata/{episode.id}")
+    assert watched["Metadata"][0]["viewCount"] == 1
+    updated = watched["Metadata"][0]["updatedAt"]
+    plex_sim.model.set_watched(episode.id, watched=False)
+    _, unwatched = await _plex(session, plex_sim, f"/library/metadata/{episode.id}")
+    row = unwatched["Metadata"][0]
+    assert "viewCount" not in row
+    assert "lastViewedAt" not in row
+    assert row["updatedAt"] == updated
+    plex_sim.model.rename_episode(episode.id, "New title")
+    changed = await marker()
+    assert changed > 1_000_000  # the server-wide counter, not a time and not from 0
+    plex_sim.watch_bumps_content_changed = True
+    plex_sim.model.set_watched(episode.id)
+    assert await marker() == changed + 1
+
+
+async def test_plex_trash_mode(plex_sim: PlexSimulator, session: aiohttp.ClientSession) -> None:
+    """Auto-empty off: a deleted file keeps the episode with ``deletedAt``; ``trash=1`` lists it."""
+    section = _section(plex_sim)
+    show = _first_show(plex_sim)
+    first, second = list(show.episodes.values())[:2]
+    gone = plex_sim.delete_file(first.id)  # auto-empty on (the PMS default): really gone
+    assert plex_sim.model.find_episode(gone.id) is None
+
+    plex_sim.auto_empty_trash = False
+    trashed = plex_sim.delete_file(second.id)
+    assert trashed.deleted_at is not None
+    path = f"/library/sections/{section}/all?type=4"
+    _, everything = await _plex(session, plex_sim, path)
+    row = next(r for r in everything["Metadata"] if r["ratingKey"] == second.id)
+    assert row["deletedAt"] == trashed.deleted_at
+    _, only_trash = await _plex(session, plex_sim, path + "&trash=1")
+    assert [r["ratingKey"] for r in only_trash["Metadata"]] == [second.id]
+    _, no_trash = await _plex(session, plex_sim, path + "&trash=0")
+    assert no_trash["size"] == everything["size"] - 1
+
+    async def leaf_count() -> int:
+        _, shows = await _plex(session, plex_sim, f"/library/sections/{section}/all?type=2")
+        return int(next(r for r in shows["Metadata"] if r["ratingKey"] == show.id)["leafCount"])
+
+    assert await leaf_count() == 8  # 10 - deleted - trashed: trash left out by default
+    plex_sim.trash_counts_in_leaf_count = True
+    plex_sim.invalidate()
+    assert await leaf_count() == 9
+    plex_sim.model.empty_trash(section)
+    assert plex_sim.model.find_episode(second.id) is None
+    assert (await _plex(session, plex_sim, path + "&trash=1"))[1]["size"] == 0
+
+
+async def test_plex_timeline_and_activities_follow_a_scan(
+    plex_sim: PlexSimulator, session: aiohttp.ClientSession
+) -> None:
+    """A running scan: ``updateQueueSize``, a ``library.update.section`` activity with progress."""
+    section = _section(plex_sim)
+    _, idle = await _plex(session, plex_sim, f"/library/sections/{section}/timeline")
+    assert idle["updateQueueSize"] == 0
+    assert (await _plex(session, plex_sim, "/activities"))[1] == {"size": 0}
+
+    plex_sim.start_scan(section, queue=12)
+    plex_sim.scan_progress(section, 40, queue=5)
+    _, busy = await _plex(session, plex_sim, f"/library/sections/{section}/timeline")
+    assert busy["updateQueueSize"] == 5
+    _, running = await _plex(session, plex_sim, "/activities")
+    (activity,) = running["Activity"]
+    assert activity["type"] == "library.update.section"
+    assert activity["Context"] == {"librarySectionID": section}
+    assert activity["progress"] == 40
+    _, sections = await _plex(session, plex_sim, "/library/sections")
+    assert next(d for d in sections["Directory"] if d["key"] == section)["refreshing"] is True
+
+    plex_sim.end_scan(section)
+    _, done = await _plex(session, plex_sim, f"/library/sections/{section}/timeline")
+    assert done["updateQueueSize"] == 0
+    assert (await _plex(session, plex_sim, "/activities"))[1] == {"size": 0}
+    assert (await _plex(session, plex_sim, "/library/sections/77/timeline"))[0] == 404
+
+
+async def test_plex_instrumentation_flags_bad_requests(
+    plex_sim: PlexSimulator, session: aiohttp.ClientSession
+) -> None:
+    """Counts per endpoint and client id; requests without JSON, client id or paging are named."""
+    section = _section(plex_sim)
+    token = {"X-Plex-Token": plex_sim.token}
+    async with session.get(f"{plex_sim.url}/library/sections/{section}/all", headers=token):
+        pass
+    await _plex(
+        session,
+        plex_sim,
+        f"/library/sections/{section}/all?X-Plex-Container-Start=0&X-Plex-Container-Size=5",
+    )
+    reasons = [reason for _, reason in plex_sim.protocol_violations()]
+    assert reasons == ["no-json-accept", "no-client-id", "unpaged-listing"]
+    assert plex_sim.count_by_client() == {"": 1, "sim-test": 1}
+    assert plex_sim.count_by_route() == {"/library/sections/{section}/all": 2}
+
+
+async def test_plex_full_and_incremental_sync_send_clean_requests(
+    hass: HomeAssistant, plex_sim: PlexSimulator, freezer: FrozenDateTimeFactory
+) -> None:
+    """The integration: JSON asked, one client id, every listing paged, on full and delta syncs."""
+    entry = plex_entry(plex_sim)
+    await setup_entry(hass, entry)
+    assert state_of(hass, entry, "sensor", "sync_mode") == "full"
+    plex_sim.model.add_episode(_first_show(plex_sim).id, 3, 1)
+    plex_sim.model.remove_episode(list(plex_sim.model.all_episodes())[40].id)
+    await next_poll(hass, freezer)
+    assert state_of(hass, entry, "sensor", "sync_mode") == "incremental"
+    assert state_of(hass, entry, "sensor", "episodes") == "100"
+
+    assert plex_sim.protocol_violations() == []
+    assert list(plex_sim.count_by_client()) == ["0f1e2d3c4b5a69788796a5b4c3d2e1f0"]
+    routes = plex_sim.count_by_route()
+    assert routes["/library/metadata/{key}/allLeaves"] == 1  # the one show that lost an episode
+    assert routes["/library/sections/{section}/all"] >= 4  # shows + episodes, then shows + delta
+    assert "" not in routes  # no request to a path PMS does not have
+
+
+async def test_plex_trashed_episodes_settle_without_a_sync_loop(
+    hass: HomeAssistant, plex_sim: PlexSimulator, freezer: FrozenDateTimeFactory
+) -> None:
+    """A trashed episode (listed, not in ``leafCount``) leaves the mirror once; syncs stay small."""
+    plex_sim.auto_empty_trash = False
+    entry = plex_entry(plex_sim)
+    await setup_entry(hass, entry)
+    show = _first_show(plex_sim)
+    plex_sim.delete_file(next(iter(show.episodes.values())).id)
+    await next_poll(hass, freezer)
+    assert state_of(hass, entry, "sensor", "episodes") == "99"
+    assert state_of(hass, entry, "sensor", "sync_mode") == "incremental"
+
+    # Another change makes the engine compare every show's counts again: the
+    # trashed row must not look like a disagreement (no repair, no full sync).
+    other = list(plex_sim.model.libraries[_section(plex_sim)].shows.values())[3]
+    plex_sim.model.rename_episode(next(iter(other.episodes.values())).id, "Edited")
+    plex_sim.clear_log()
+    await next_poll(hass, freezer)
+    assert state_of(hass, entry, "sensor", "sync_mode") == "incremental"
+    assert plex_sim.count("/allLeaves") == 0
+    assert len(plex_sim.requests) == 3  # sections, shows, delta
+    assert state_of(hass, entry, "sensor", "episodes") == "99"
+
+
+# -- Jellyfin ---------------------------------------------------------------------------------
+
+
+async def _jf(
+    session: aiohttp.ClientSession,
+    sim: JellyfinSimulator,
+    path: str,
+    token: str,
+    **params: str,
+) -> tuple[int, Any]:
+    """GET a Jellyfin path with a MediaBrowser header; status and JSON (or text)."""
+    header = f'MediaBrowser Client="t", Device="t", DeviceId="t", Version="1", Token="{token}"'
+    async with session.get(
+        sim.url + path, headers={"Authorization": header}, params=params
+    ) as reply:
+        if reply.content_type == "application/json":
+            return reply.status, await reply.json()
+        return reply.status, await reply.text()
+
+
+async def _login(session: aiohttp.ClientSession, sim: JellyfinSimulator) -> tuple[str, str]:
+    """Sign in as the first user; return (token, user id)."""
+    user, password = next(iter(sim.users.items()))
+    header = 'MediaBrowser Client="t", Device="t", DeviceId="dev", Version="1"'
+    async with session.post(
+        sim.url + "/Users/AuthenticateByName",
+        headers={"Authorization": header},
+        json={"Username": user, "Pw": password},
+    ) as reply:
+        body = await reply.json()
+    return body["AccessToken"], body["User"]["Id"]
+
+
+@pytest.fixture
+async def jellyfin_10_8(socket_enabled: Any) -> AsyncIterator[JellyfinSimulator]:
+    """A Jellyfin 10.8 simulator with 3 shows x 2 seasons x 3 episodes."""
+    sim = JellyfinSimulator(version="10.8.13")
+    sim.model.generate(shows=3, seasons=2, episodes=3, seed=2)
+    await sim.start()
+    yield sim
+    await sim.close()
+
+
+async def test_jellyfin_10_8_mode(
+    jellyfin_10_8: JellyfinSimulator, session: aiohttp.ClientSession
+) -> None:
+    """10.8: no /UserViews, userId required on /Items, MinDateLastSaved alone finds nothing."""
+    sim = jellyfin_10_8
+    token, user_id = await _login(session, sim)
+    _, info = await _jf(session, sim, "/System/Info/Public", token)
+    assert (info["Version"], info["ProductName"], info["Id"]) == (
+        "10.8.13",
+        "Jellyfin Server",
+        sim.server_id,
+    )
+    assert (await _jf(session, sim, "/UserViews", token, userId=user_id))[0] == 404
+    assert (await _jf(session, sim, f"/Users/{user_id}/Views", token))[0] == 200
+    status, text = await _jf(session, sim, "/Items", token, IncludeItemTypes="Episode")
+    assert (status, text) == (400, "userId is required")
+    since = "2000-01-01T00:00:00Z"
+    base = {"userId": user_id, "IncludeItemTypes": "Episode", "Recursive": "true"}
+    _, alone = await _jf(session, sim, "/Items", token, **base, MinDateLastSaved=since)
+    assert (alone["Items"], alone["TotalRecordCount"]) == ([], 0)
+    _, for_user = await _jf(session, sim, "/Items", token, **base, MinDateLastSavedForUser=since)
+    assert for_user["TotalRecordCount"] == 18
+    _, legacy = await _jf(session, sim, f"/Users/{user_id}/Items", token, IncludeItemTypes="Series")
+    assert legacy["TotalRecordCount"] == 3
+
+
+async def test_jellyfin_delta_parameter_by_version(
+    session: aiohttp.ClientSession, socket_enabled: Any
+) -> None:
+    """10.9/10.10: MinDateLastSaved alone answers 500; 10.11+: both names work."""
+    for version, status in (("10.10.7", 500), ("10.11.7", 200), ("12.0.0", 200)):
+        sim = JellyfinSimulator(version=version)
+        sim.model.generate(shows=1, seasons=1, episodes=2)
+        await sim.start()
+        try:
+            token, user_id = await _login(session, sim)
+            got, _ = await _jf(
+                session,
+                sim,
+                "/Items",
+                token,
+                userId=user_id,
+                IncludeItemTypes="Episode",
+                MinDateLastSaved="2000-01-01T00:00:00Z",
+            )
+            assert got == status, version
+        finally:
+            await sim.close()
+
+
+async def test_jellyfin_api_keys_have_no_user(
+    jellyfin_sim: JellyfinSimulator, session: aiohttp.ClientSession
+) -> None:
+    """An API key: /Items needs userId (400), counts and UserData only with one, placeholders."""
+    key = jellyfin_sim.create_api_key()
+    user_id = next(iter(jellyfin_sim.user_ids.values()))
+    library = tv_library_ids(jellyfin_sim.model)[0]
+    series = {"ParentId": library, "IncludeItemTypes": "Series", "Fields": "RecursiveItemCount"}
+    assert await _jf(session, jellyfin_sim, "/Items", key, **series) == (400, "userId is required")
+    _, with_user = await _jf(session, jellyfin_sim, "/Items", key, **series, userId=user_id)
+    row = with_user["Items"][0]
+    assert (row["RecursiveItemCount"], "UserData" in row) == (10, True)
+    _, by_path = await _jf(session, jellyfin_sim, f"/Users/{user_id}/Items", key, **series)
+    assert by_path["Items"][0]["RecursiveItemCount"] == 10
+
+    show = _first_show(jellyfin_sim)
+    jellyfin_sim.model.add_episode(show.id, 3, 1, virtual=True)
+    _, listed = await _jf(session, jellyfin_sim, f"/Shows/{show.id}/Episodes", key)
+    assert len(listed["Items"]) == 11
+    assert all("UserData" not in item for item in listed["Items"])
+    _, real = await _jf(session, jellyfin_sim, f"/Shows/{show.id}/Episodes", key, isMissing="false")
+    assert len(real["Items"]) == 10
+    # A user without DisplayMissingEpisodes gets no placeholders.
+    token, _ = await _login(session, jellyfin_sim)
+    jellyfin_sim.display_missing_episodes = False
+    _, as_user = await _jf(session, jellyfin_sim, f"/Shows/{show.id}/Episodes", token)
+    assert len(as_user["Items"]) == 10
+
+    assert (await _jf(session, jellyfin_sim, "/Items/Latest", key))[0] == 404
+    assert (await _jf(session, jellyfin_sim, "/Shows/NextUp", key))[0] == 404
+    assert (await _jf(session, jellyfin_sim, "/UserViews", key))[0] == 404
+    assert (await _jf(session, jellyfin_sim, "/Items/Latest", key, userId=user_id))[0] == 200
+    assert (await _jf(session, jellyfin_sim, "/Items", "not-a-key"))[0] == 401
+
+
+async def test_jellyfin_items_latest(
+    jellyfin_sim: JellyfinSimulator, session: aiohttp.ClientSession
+) -> None:
+    """A bare array by DateCreated (newest first), series grouping, played hidden, limit."""
+    token, _ = await _login(session, jellyfin_sim)
+    shows = list(jellyfin_sim.model.libraries[tv_library_ids(jellyfin_sim.model)[0]].shows.values())
+    now = int(jellyfin_sim.clock.now())
+    # Two new files in one show, one in another; DateCreated is the file's birth time.
+    a1 = jellyfin_sim.model.add_episode(shows[0].id, 5, 1, file_created_at=now - 10)
+    a2 = jellyfin_sim.model.add_episode(shows[0].id, 5, 2, file_created_at=now - 5)
+    b1 = jellyfin_sim.model.add_episode(shows[1].id, 5, 1, file_created_at=now - 1)
+    status, grouped = await _jf(session, jellyfin_sim, "/Items/Latest", token, limit="2")
+    assert status == 200
+    assert isinstance(grouped, list)
+    assert [(i["Type"], i["Id"]) for i in grouped] == [("Episode", b1.id), ("Series", shows[0].id)]
+    assert grouped[1]["ChildCount"] == 2
+    _, flat = await _jf(
+        session, jellyfin_sim, "/Items/Latest", token, groupItems="false", limit="3"
+    )
+    assert [i["Id"] for i in flat] == [b1.id, a2.id, a1.id]
+    jellyfin_sim.model.set_watched(b1.id)
+    _, hidden = await _jf(session, jellyfin_sim, "/Items/Latest", token, groupItems="false")
+    assert b1.id not in {i["Id"] for i in hidden}
+    assert len(hidden) == 20
+    _, played = await _jf(session, jellyfin_sim, "/Items/Latest", token, isPlayed="true")
+    assert [i["Id"] for i in played] == [b1.id]
+    _, movies = await _jf(session, jellyfin_sim, "/Items/Latest", token, includeItemTypes="Movie")
+    assert movies == []
+
+
+async def test_jellyfin_next_up(
+    jellyfin_sim: JellyfinSimulator, session: aiohttp.ClientSession
+) -> None:
+    """The next unplayed episode after the last played one, per series in progress."""
+    token, _ = await _login(session, jellyfin_sim)
+    shows = list(jellyfin_sim.model.libraries[tv_library_ids(jellyfin_sim.model)[0]].shows.values())
+    first = sorted(shows[0].episodes.values(), key=lambda e: (e.season or 0, e.number or 0))
+    second = sorted(shows[1].episodes.values(), key=lambda e: (e.season or 0, e.number or 0))
+    jellyfin_sim.model.set_watched(first[0].id)
+    jellyfin_sim.model.set_watched(first[2].id)
+    jellyfin_sim.clock.advance(60)
+    jellyfin_sim.model.set_watched(second[4].id)  # the last of season 1
+    status, up = await _jf(session, jellyfin_sim, "/Shows/NextUp", token)
+    assert status == 200
+    assert [i["Id"] for i in up["Items"]] == [second[5].id, first[3].id]
+    _, one = await _jf(session, jellyfin_sim, "/Shows/NextUp", token, seriesId=shows[0].id)
+    assert [i["Id"] for i in one["Items"]] == [first[3].id]
+
+
+async def test_jellyfin_upcoming_includes_placeholders(
+    jellyfin_sim: JellyfinSimulator, session: aiohttp.ClientSession
+) -> None:
+    """PremiereDate from yesterday on (UTC), by date, virtual episodes included."""
+    token, _ = await _login(session, jellyfin_sim)
+    show = _first_show(jellyfin_sim)
+    today = datetime.fromtimestamp(jellyfin_sim.clock.now(), UTC).date()
+
+    def day(offset: int) -> str:
+        return (today + timedelta(days=offset)).isoformat()
+
+    later = jellyfin_sim.model.add_episode(show.id, 4, 2, air_date=day(7), virtual=True)
+    yesterday = jellyfin_sim.model.add_episode(show.id, 4, 1, air_date=day(-1))
+    jellyfin_sim.model.add_episode(show.id, 3, 9, air_date=day(-2))
+    _, upcoming = await _jf(session, jellyfin_sim, "/Shows/Upcoming", token)
+    ids = [i["Id"] for i in upcoming["Items"]]
+    assert ids[-2:] == [yesterday.id, later.id]
+    assert upcoming["Items"][-1]["LocationType"] == "Virtual"
+    assert all(i["PremiereDate"][:10] >= day(-1) for i in upcoming["Items"])
+
+
+async def test_jellyfin_starting_up_answers_503_on_10_11_and_newer(
+    session: aiohttp.ClientSession, socket_enabled: Any
+) -> None:
+    """The start-up switch: 503 + Retry-After on 10.11+, nothing on older versions."""
+    for version, status in (("10.10.7", 200), ("10.11.7", 503), ("12.0.0", 503)):
+        sim = JellyfinSimulator(version=version, starting_up=True)
+        await sim.start()
+        try:
+            async with session.get(sim.url + "/System/Info/Public") as reply:
+                assert reply.status == status, version
+                assert ("Retry-After" in reply.headers) == (status == 503)
+        finally:
+            await sim.close()
+
+
+async def test_jellyfin_legacy_auth_switch(
+    session: aiohttp.ClientSession, socket_enabled: Any
+) -> None:
+    """X-Emby-*, api_key and the Emby scheme only in legacy mode (off on 12.0); ApiKey always."""
+    for version, legacy in (("10.11.7", True), ("12.0.0", False)):
+        sim = JellyfinSimulator(version=version)
+        await sim.start()
+        try:
+            token, user_id = await _login(session, sim)
+            path = f"{sim.url}/Users/{user_id}/Views"
+            ways: list[tuple[dict[str, str], dict[str, str], bool]] = [
+                ({"X-Emby-Token": token}, {}, legacy),
+                ({"X-Emby-Authorization": f'MediaBrowser Token="{token}"'}, {}, legacy),
+                ({"Authorization": f'Emby Token="{token}"'}, {}, legacy),
+                ({"Authorization": f'mediabrowser Token="{token}"'}, {}, True),
+                ({}, {"api_key": token}, legacy),
+                ({}, {"ApiKey": token}, True),
+            ]
+            for headers, params, accepted in ways:
+                async with session.get(path, headers=headers, params=params) as reply:
+                    assert reply.status == (200 if accepted else 401), (version, headers, params)
+                    if reply.status == 401:
+                        assert await reply.read() == b""
+        finally:
+            await sim.close()
+
+
+async def test_jellyfin_query_names_and_lists(
+    jellyfin_sim: JellyfinSimulator, session: aiohttp.ClientSession
+) -> None:
+    """Names and enum values in any case; lists as commas or repeated names."""
+    token, user_id = await _login(session, jellyfin_sim)
+    library = tv_library_ids(jellyfin_sim.model)[0]
+    url = (
+        f"{jellyfin_sim.url}/Items?USERID={user_id}&parentid={library}"
+        "&includeItemTypes=series&FIELDS=etag&fields=RecursiveItemCount"
+    )
+    header = f'MediaBrowser Token="{token}"'
+    async with session.get(url, headers={"Authorization": header}) as reply:
+        body = await reply.json()
+    row = body["Items"][0]
+    assert body["TotalRecordCount"] == 10
+    assert "Etag" in row
+    assert row["RecursiveItemCount"] == 10
+
+
+async def test_jellyfin_fields_gating_and_no_date_last_saved(
+    jellyfin_sim: JellyfinSimulator, session: aiohttp.ClientSession
+) -> None:
+    """Extra fields only when named; ``DateLastSaved`` never, even when asked for."""
+    token, user_id = await _login(session, jellyfin_sim)
+    base = {"userId": user_id, "IncludeItemTypes": "Episode,Series", "Recursive": "true"}
+    _, plain = await _jf(session, jellyfin_sim, "/Items", token, **base)
+    extra = {"DateCreated", "Etag", "Path", "ProviderIds", "Overview", "ParentId"}
+    assert all(not extra & item.keys() for item in plain["Items"])
+    fields = "DateLastSaved,DateCreated,Etag,Path,ProviderIds,Overview,ParentId"
+    _, asked = await _jf(session, jellyfin_sim, "/Items", token, **base, Fields=fields)
+    episode = next(i for i in asked["Items"] if i["Type"] == "Episode")
+    assert extra <= episode.keys()
+    assert all("DateLastSaved" not in item for item in asked["Items"])
+
+
+async def test_jellyfin_route_counters(
+    jellyfin_sim: JellyfinSimulator, session: aiohttp.ClientSession
+) -> None:
+    """Requests are counted per route template."""
+    token, user_id = await _login(session, jellyfin_sim)
+    jellyfin_sim.clear_log()
+    show = _first_show(jellyfin_sim)
+    for _ in range(2):
+        await _jf(session, jellyfin_sim, f"/Shows/{show.id}/Episodes", token, userId=user_id)
+    await _jf(session, jellyfin_sim, "/Shows/Upcoming", token)
+    assert jellyfin_sim.count_by_route() == {"/Shows/{sid}/Episodes": 2, "/Shows/Upcoming": 1}
+
+
+async def test_jellyfin_10_8_server_syncs(
+    hass: HomeAssistant, jellyfin_10_8: JellyfinSimulator, freezer: FrozenDateTimeFactory
+) -> None:
+    """The integration on 10.8: per-user routes, the ForUser delta, a new episode found."""
+    entry = await jellyfin_entry(jellyfin_10_8)
+    await setup_entry(hass, entry)
+    assert state_of(hass, entry, "sensor", "episodes") == "18"
+    jellyfin_10_8.model.add_episode(_first_show(jellyfin_10_8).id, 3, 1)
+    jellyfin_10_8.clock.advance(60)
+    await next_poll(hass, freezer)
+    assert state_of(hass, entry, "sensor", "episodes") == "19"
+    assert state_of(hass, entry, "sensor", "new_episodes") == "1"
+    assert jellyfin_10_8.count("/UserViews") == 0
+    items = [r for r in jellyfin_10_8.requests if r.path == "/Items"]
+    assert items
+    assert all("userId" in r.query for r in items)
+    deltas = [r for r in jellyfin_10_8.requests if "MinDateLastSavedForUser" in r.query]
+    assert deltas
+    assert not any("MinDateLastSaved" in r.query for r in jellyfin_10_8.requests)
