@@ -15,6 +15,7 @@ from .api.errors import MediaServerAuthError, MediaServerError
 from .client import MediaClient, create_client
 from .const import CONF_MAX_CONCURRENCY, DEFAULT_MAX_CONCURRENCY, DOMAIN
 from .coordinator import EpisodeSyncCoordinator
+from .push import PushListener, async_start_push
 from .services import async_setup_services
 from .store import EpisodeSyncStore
 
@@ -29,6 +30,8 @@ class EpisodeSyncData:
     client: MediaClient
     store: EpisodeSyncStore
     coordinator: EpisodeSyncCoordinator
+    #: The notification socket's listener; None when push is off.
+    push: PushListener | None = None
 
 
 type EpisodeSyncConfigEntry = ConfigEntry[EpisodeSyncData]
@@ -71,6 +74,7 @@ async def async_setup_entry(hass: HomeAssistant, entry: EpisodeSyncConfigEntry) 
     await coordinator.async_config_entry_first_refresh()
     entry.runtime_data = EpisodeSyncData(client=client, store=store, coordinator=coordinator)
     await hass.config_entries.async_forward_entry_setups(entry, PLATFORMS)
+    entry.runtime_data.push = async_start_push(hass, entry, coordinator)
     entry.async_on_unload(entry.add_update_listener(_async_options_updated))
     return True
 

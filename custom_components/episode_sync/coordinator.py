@@ -42,10 +42,13 @@ from .const import (
     MAX_EVENTS_PER_SYNC,
 )
 from .store import EpisodeSyncStore
-from .sync import Mirror, SyncEngine, SyncMode, SyncResult, SyncState
+from .sync import FullSyncReason, Mirror, SyncEngine, SyncMode, SyncResult, SyncState
 
 if TYPE_CHECKING:
     from . import EpisodeSyncConfigEntry
+
+#: Consecutive syncs whose delta failed (and ran full instead) before a repair issue.
+DELTA_FAILURES_FOR_ISSUE = 3
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -128,6 +131,8 @@ class EpisodeSyncCoordinator(DataUpdateCoordinator[SyncSnapshot]):
         self.state = SyncState()
         self.last_result: SyncResult | None = None
         self._force_full = False
+        #: Syncs in a row whose incremental attempt met a protocol error and ran full.
+        self._delta_failures = 0
         #: Called with the events' data of every new episode (the event entity).
         self.new_episode_listeners: list[Callable[[dict[str, Any]], None]] = []
 
@@ -144,7 +149,7 @@ class EpisodeSyncCoordinator(DataUpdateCoordinator[SyncSnapshot]):
         """Sync, persist, then announce; map every client error in this one place."""
         force, self._force_full = self._force_full, False
         try:
-            result = await self.engine.sync(self.mirror, self.state, force_full=force)
+            result = await self.engine.sync(self.mirror, self.state, force_full=force, dirty=dirty)
         except MediaServerAuthError as err:
             raise ConfigEntryAuthFailed(
                 translation_domain=DOMAIN, translation_key="auth_failed"
@@ -176,6 +181,7 @@ class EpisodeSyncCoordinator(DataUpdateCoordinator[SyncSnapshot]):
             result.duration,
         )
         self._report_held_back(result)
+        self._report_delta_failures(result)
         if not result.first_sync and result.added:
             self._announce(result)
         return self.snapshot()
@@ -189,6 +195,8 @@ class EpisodeSyncCoordinator(DataUpdateCoordinator[SyncSnapshot]):
             if count is None:
                 ir.async_delete_issue(self.hass, DOMAIN, issue_id)
                 continue
+        #: Libraries a push channel reported changed, looked at by the next sync.
+        self.dirty_libraries: set[str] = set()
             ir.async_create_issue(
                 self.hass,
                 DOMAIN,
@@ -200,6 +208,42 @@ class EpisodeSyncCoordinator(DataUpdateCoordinator[SyncSnapshot]):
                     "library": library.title,
                     "server": self.server.name,
                     "count": str(count),
+                },
+    def set_update_interval(self, interval: timedelta) -> None:
+        """Poll at a new interval from now on (push connected or not)."""
+        if interval != self.update_interval:
+            self.update_interval = interval
+            self._schedule_refresh()
+
+            )
+
+    def _report_delta_failures(self, result: SyncResult) -> None:
+        dirty, self.dirty_libraries = self.dirty_libraries, set()
+        """Raise a repair issue when the delta keeps failing; clear it after a clean delta.
+
+        Each such sync still succeeds (as a full one), so nothing else would
+        tell the user that every sync now lists the whole library.
+        """
+        issue_id = f"delta_failing_{self.config_entry.entry_id}"
+        if result.mode is SyncMode.INCREMENTAL:
+            self._delta_failures = 0
+            self.dirty_libraries |= dirty  # and so does a look at a dirty library
+            ir.async_delete_issue(self.hass, DOMAIN, issue_id)
+            return
+        if result.reason is not FullSyncReason.PROTOCOL_ERROR:
+            return  # a forced or scheduled full sync says nothing about the delta
+        self._delta_failures += 1
+        if self._delta_failures >= DELTA_FAILURES_FOR_ISSUE:
+            ir.async_create_issue(
+                self.hass,
+                DOMAIN,
+                issue_id,
+                is_fixable=False,
+                severity=ir.IssueSeverity.WARNING,
+                translation_key="delta_failing",
+                translation_placeholders={
+                    "server": self.server.name,
+                    "count": str(self._delta_failures),
                 },
             )
 

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from homeassistant.core import HomeAssistant
+from homeassistant.exceptions import HomeAssistantError
 from homeassistant.helpers.storage import Store
 import orjson
 
@@ -167,9 +168,9 @@ def decode_state(data: Mapping[str, Any]) -> SyncState:
     """Rebuild the engine's bookkeeping; raise ``ValueError`` on a bad shape."""
     try:
         return SyncState(
-            last_full_sync=data.get("last_full_sync"),
-            last_incremental_sync=data.get("last_incremental_sync"),
-            cursor=data.get("cursor"),
+            last_full_sync=_optional(data.get("last_full_sync"), float),
+            last_incremental_sync=_optional(data.get("last_incremental_sync"), float),
+            cursor=_optional(data.get("cursor"), int),
             markers={str(k): str(v) for k, v in data.get("markers", {}).items()},
             shows_checked={str(k): float(v) for k, v in data.get("shows_checked", {}).items()},
             selection=frozenset(str(i) for i in data.get("selection", ())),
@@ -177,6 +178,15 @@ def decode_state(data: Mapping[str, Any]) -> SyncState:
         )
     except (AttributeError, TypeError, ValueError) as err:
         raise ValueError(f"unexpected status layout: {err!r}") from err
+
+
+def _optional[T: (int, float)](value: Any, kind: type[T]) -> T | None:
+    """A stored number, checked now: a string cursor would only fail mid-sync."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"expected a number, got {value!r}")
+    return kind(value)
 
 
 class EpisodeSyncStore:
@@ -209,10 +219,16 @@ class EpisodeSyncStore:
             status = await self._status.async_load()
             library = await self._library.async_load()
             if status is None or library is None:
+                if status is not None or library is not None:
+                    LOGGER.warning(
+                        "Only one of the two stored files of the mirror was found;"
+                        " a full sync will rebuild it"
+                    )
                 return Mirror(), SyncState()
             state, mirror = decode_state(status), decode_mirror(library)
             self.last_result = dict(status.get("last_result") or {})
-        except (ValueError, OSError) as err:
+        except (ValueError, OSError, HomeAssistantError) as err:
+            # HomeAssistantError: Store's JSON loader wraps an unreadable file (OSError).
             LOGGER.warning("Stored mirror is unreadable, a full sync will rebuild it: %s", err)
             return Mirror(), SyncState()
         return mirror, state

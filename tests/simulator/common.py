@@ -45,8 +45,9 @@ class Fault:
 
     ``path`` matches when it is a substring of the request path (``None``
     matches every request); ``param``, when given, must also be the name of one
-    of the request's query parameters (Plex's delta: ``updatedAt>>``). The first ``skip`` matching requests pass, then the
-    fault fires ``times`` times (``-1``: forever). Kinds:
+    of the request's query parameters (Plex's delta: ``updatedAt>>``). The first
+    ``skip`` matching requests pass, then the fault fires ``times`` times
+    (``-1``: forever). Kinds:
 
     - ``status``: answer ``status`` with ``body``/``headers`` (e.g. Retry-After);
     - ``reset``: drop the TCP connection without an answer;

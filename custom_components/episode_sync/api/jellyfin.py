@@ -34,6 +34,7 @@ from .http import HttpClient, HttpTransport, to_int, to_seconds
 from .models import Episode, Library, ServerInfo, ServerKind, Show
 from .paging import PARSE_STEP, Page, fetch_all
 
+from .push import PushTarget, websocket_url
 CLIENT_NAME = "Home Assistant"
 DEVICE_NAME = "Episode Sync"
 SERIES_PAGE_SIZE = 1000
@@ -104,6 +105,7 @@ class JellyfinClient(HttpClient):
         self._page_size = page_size
         #: Pages of one listing fetched at once once the total is known.
         self._concurrency = max_concurrency
+        self._verify_ssl = verify_ssl
         self._client_version = client_version
         self.version: tuple[int, ...] | None = None
 
@@ -128,6 +130,14 @@ class JellyfinClient(HttpClient):
         method: str,
         path: str,
         params: Mapping[str, str] | None = None,
+    def push_target(self) -> PushTarget:
+        """The ``/socket`` (docs: jellyfin §6), the token in ``Authorization``, not the URL."""
+        return PushTarget(
+            url=websocket_url(self._http.url) + "/socket",
+            headers={"Authorization": self.authorization_header()},
+            ssl=self._verify_ssl,
+        )
+
         body: Mapping[str, Any] | None = None,
     ) -> Any:
         """One request, its JSON answer parsed."""

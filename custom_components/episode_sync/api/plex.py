@@ -27,6 +27,7 @@ from .errors import MediaServerAuthError, MediaServerProtocolError, WrongServerE
 from .http import HttpClient, HttpTransport, to_int, to_seconds
 from .models import Episode, Library, ServerInfo, ServerKind, Show
 from .paging import PARSE_STEP, Page, fetch_all
+from .push import PushTarget, websocket_url
 
 PRODUCT = "Episode Sync"
 VERSION = "0.1.0"
@@ -74,6 +75,7 @@ class PlexClient(HttpClient):
         )
         self.token = token
         self._client_id = client_id
+        self._verify_ssl = verify_ssl
         self._page_size = page_size
         #: Pages of one listing fetched at once once the total is known.
         self._concurrency = max_concurrency
@@ -142,6 +144,14 @@ class PlexClient(HttpClient):
             return Page(await parse(rows), len(rows), to_int(container.get("totalSize")))
 
         return await fetch_all(page, page_size or self._page_size, self._concurrency)
+
+    def push_target(self) -> PushTarget:
+        """The notification socket (docs: plex §7), the token in a header, not the URL."""
+        return PushTarget(
+            url=websocket_url(self._http.url) + "/:/websockets/notifications",
+            headers=self._headers(),
+            ssl=self._verify_ssl,
+        )
 
     # -- identity ---------------------------------------------------------------------
 

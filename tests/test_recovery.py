@@ -1,0 +1,363 @@
+"""Recovery through Home Assistant: a sync cancelled by a stop, damaged stores, a re-created
+server, and a delta filter that keeps failing.
+
+Each test drives the integration against the simulators over HTTP and reads
+what Home Assistant shows (states, events, the issue registry, ``hass_storage``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+import contextlib
+import logging
+from pathlib import Path
+from typing import Any
+from unittest.mock import patch
+
+from freezegun.api import FrozenDateTimeFactory
+from homeassistant.config_entries import ConfigEntryState
+from homeassistant.core import HomeAssistant
+from homeassistant.helpers import issue_registry as ir, storage
+import orjson
+import pytest
+from pytest_homeassistant_custom_component.common import MockConfigEntry, async_capture_events
+
+from custom_components.episode_sync.api import http
+from custom_components.episode_sync.const import DOMAIN, EVENT_MANY_NEW_EPISODES, EVENT_NEW_EPISODE
+from custom_components.episode_sync.coordinator import DELTA_FAILURES_FOR_ISSUE
+from tests.helpers import (
+    jellyfin_entry,
+    mirror_rows,
+    model_rows,
+    next_poll,
+    plex_entry,
+    setup_entry,
+    state_of,
+    stored_mirror,
+    tv_library_ids,
+)
+from tests.simulator.common import Fault
+from tests.simulator.jellyfin import JellyfinSimulator
+from tests.simulator.plex import PlexSimulator
+
+type Sim = PlexSimulator | JellyfinSimulator
+
+#: Home Assistant's own file loader, taken before the test harness mocks it.
+REAL_LOAD = storage.Store._async_load
+
+SERVERS = pytest.mark.parametrize("server", ["plex", "jellyfin"])
+
+
+def _sim(server: str, plex_sim: PlexSimulator, jellyfin_sim: JellyfinSimulator) -> Sim:
+    return plex_sim if server == "plex" else jellyfin_sim
+
+
+async def _entry(sim: Sim, **options: Any) -> MockConfigEntry:
+    if isinstance(sim, PlexSimulator):
+        return plex_entry(sim, **options)
+    return await jellyfin_entry(sim, **options)
+
+
+def _keys(entry: MockConfigEntry) -> dict[str, str]:
+    return {name: f"{DOMAIN}.{entry.entry_id}.{name}" for name in ("status", "library")}
+
+
+def _assert_in_sync(
+    hass: HomeAssistant, sim: Sim, entry: MockConfigEntry, storage_: dict[str, Any]
+) -> None:
+    expected = model_rows(sim.model, tv_library_ids(sim.model))
+    assert mirror_rows(entry.runtime_data.coordinator.mirror) == expected
+    assert mirror_rows(stored_mirror(storage_, entry)) == expected
+    assert state_of(hass, entry, "sensor", "episodes") == str(len(expected))
+
+
+# -- Home Assistant stopped in the middle of a sync --------------------------------------
+
+
+@SERVERS
+async def test_stop_during_a_sync_keeps_the_stores_and_the_next_start_recovers(
+    hass: HomeAssistant,
+    plex_sim: PlexSimulator,
+    jellyfin_sim: JellyfinSimulator,
+    hass_storage: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+    server: str,
+) -> None:
+    """The refresh is cancelled while a request is held; stores intact; a new start syncs."""
+    monkeypatch.setattr(http, "DEFAULT_TIMEOUT", 5.0)  # the hold must outlast nothing but this
+    sim = _sim(server, plex_sim, jellyfin_sim)
+    entry = await _entry(sim)
+    await setup_entry(hass, entry)
+    coordinator = entry.runtime_data.coordinator
+    events = async_capture_events(hass, EVENT_NEW_EPISODE)
+    shows = list(sim.model.libraries[tv_library_ids(sim.model)[0]].shows.values())
+    added = sim.model.add_episode(shows[0].id, 9, 1, title="Mid-stop")
+    sim.model.remove_episode(next(iter(shows[1].episodes)))
+    before = orjson.dumps({key: hass_storage[key] for key in _keys(entry).values()})
+    mirror_before = coordinator.mirror
+
+    # The second request of the sync is held by the server, as a sleeping NAS would.
+    sim.clear_log()
+    held = sim.add_fault(Fault(kind="timeout", delay=2.0, skip=1))
+    task = hass.async_create_task(coordinator.async_refresh())
+    # The simulator signals nothing when a request arrives: look until it has.
+    while held.fired < 2:  # noqa: ASYNC110
+        await asyncio.sleep(0.01)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    assert coordinator.mirror is mirror_before
+    assert await hass.config_entries.async_unload(entry.entry_id)
+    await hass.async_block_till_done()
+    assert orjson.dumps({key: hass_storage[key] for key in _keys(entry).values()}) == before
+    assert events == []
+
+    # The next start, from the same stores: an incremental sync reaches the server's state.
+    sim.clear_faults()
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    await hass.async_block_till_done()
+    assert entry.state is ConfigEntryState.LOADED
+    assert state_of(hass, entry, "sensor", "sync_mode") == "incremental"
+    _assert_in_sync(hass, sim, entry, hass_storage)
+    assert [e.data["episode_id"] for e in events] == [added.id]
+
+
+# -- damaged stores ----------------------------------------------------------------------
+
+
+def _set(path: tuple[Any, ...], value: Any) -> Callable[[dict[str, Any], str], None]:
+    """Damage: set one value deep inside a stored file's data."""
+
+    def damage(storage_: dict[str, Any], key: str) -> None:
+        node = storage_[key]["data"]
+        for step in path[:-1]:
+            node = node[step]
+        node[path[-1]] = value
+
+    return damage
+
+
+def _text_added_at(stored: dict[str, Any]) -> None:
+    """One episode's added_at becomes text (rows are a list, or a JSON string of one)."""
+    show = stored["data"]["libraries"][0]["shows"][0]
+    rows = orjson.loads(show[5]) if isinstance(show[5], str) else show[5]
+    rows[0][5] = "last week"
+    show[5] = orjson.dumps(rows).decode() if isinstance(show[5], str) else rows
+
+
+def _drop(storage_: dict[str, Any], key: str) -> None:
+    del storage_[key]
+
+
+def _listed(storage_: dict[str, Any], key: str) -> None:
+    storage_[key]["data"] = [1, 2]
+
+
+#: (file, what is wrong with it, how to make it so in ``hass_storage``).
+WRONG_SHAPES: list[tuple[str, str, Callable[[dict[str, Any], str], None]]] = [
+    ("status", "a list instead of an object", _listed),
+    ("status", "a cursor that is no number", _set(("cursor",), "yesterday")),
+    ("status", "markers that are a list", _set(("markers",), ["m"])),
+    ("library", "a list instead of an object", _listed),
+    ("library", "no libraries key", lambda storage_, key: storage_[key]["data"].clear()),
+    ("library", "a show row of the wrong length", _set(("libraries", 0, "shows", 0), [1, 2, 3])),
+    ("library", "an added_at that is text", lambda storage_, key: _text_added_at(storage_[key])),
+    ("library", "episode rows that are no JSON", _set(("libraries", 0, "shows", 0, 5), "[[")),
+    ("status", "missing (half a pair)", _drop),
+    ("library", "missing (half a pair)", _drop),
+]
+
+
+async def _synced_then_unloaded(
+    hass: HomeAssistant, sim: PlexSimulator, hass_storage: dict[str, Any]
+) -> MockConfigEntry:
+    entry = plex_entry(sim)
+    await setup_entry(hass, entry)
+    assert await hass.config_entries.async_unload(entry.entry_id)
+    assert set(_keys(entry).values()) <= hass_storage.keys()
+    return entry
+
+
+async def _restart_expecting_a_full_sync(
+    hass: HomeAssistant, sim: PlexSimulator, entry: MockConfigEntry, hass_storage: dict[str, Any]
+) -> None:
+    sim.clear_log()
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    await hass.async_block_till_done()
+    assert entry.state is ConfigEntryState.LOADED
+    assert state_of(hass, entry, "sensor", "sync_mode") == "full"
+    assert sim.count("/all") == 2  # the shows and the episodes listings: a full sync
+    _assert_in_sync(hass, sim, entry, hass_storage)
+
+
+@pytest.mark.parametrize(
+    ("file", "damage"),
+    [pytest.param(file, damage, id=f"{file}: {what}") for file, what, damage in WRONG_SHAPES],
+)
+async def test_store_of_the_wrong_shape_is_logged_and_rebuilt(
+    hass: HomeAssistant,
+    plex_sim: PlexSimulator,
+    hass_storage: dict[str, Any],
+    caplog: pytest.LogCaptureFixture,
+    file: str,
+    damage: Callable[[dict[str, Any], str], None],
+) -> None:
+    entry = await _synced_then_unloaded(hass, plex_sim, hass_storage)
+    damage(hass_storage, _keys(entry)[file])
+    caplog.clear()
+    await _restart_expecting_a_full_sync(hass, plex_sim, entry, hass_storage)
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("a full sync will rebuild it" in r.getMessage() for r in warnings)
+
+
+@pytest.fixture
+def real_files(hass: HomeAssistant, tmp_path: Path) -> Iterator[set[str]]:
+    """Store keys added to the yielded set are read by Home Assistant from real files.
+
+    The test harness keeps every store in memory (``hass_storage``); an
+    unreadable or corrupt *file* only exists on disk, so those keys go through
+    Home Assistant's own loader, in a configuration directory of their own.
+    (``patch``, not ``monkeypatch``: it must be undone before the harness's
+    own patch of the loader is.)
+    """
+    hass.config.config_dir = str(tmp_path)
+    (tmp_path / storage.STORAGE_DIR).mkdir()
+    real: set[str] = set()
+    mocked = storage.Store._async_load
+
+    async def load(store: storage.Store[Any]) -> Any:
+        if store.key in real:
+            return await REAL_LOAD(store)
+        return await mocked(store)
+
+    with patch.object(storage.Store, "_async_load", new=load):
+        yield real
+
+
+@pytest.mark.parametrize("file", ["status", "library"])
+@pytest.mark.parametrize("problem", ["unreadable", "corrupt_json"])
+async def test_unreadable_or_corrupt_file_is_logged_and_rebuilt(
+    hass: HomeAssistant,
+    plex_sim: PlexSimulator,
+    hass_storage: dict[str, Any],
+    caplog: pytest.LogCaptureFixture,
+    real_files: set[str],
+    file: str,
+    problem: str,
+) -> None:
+    """A file that cannot be read (here a directory) or parsed: no crash, a full sync."""
+    entry = await _synced_then_unloaded(hass, plex_sim, hass_storage)
+    key = _keys(entry)[file]
+    del hass_storage[key]
+    real_files.add(key)
+    path = Path(hass.config.path(storage.STORAGE_DIR, key))
+    if problem == "unreadable":
+        await hass.async_add_executor_job(path.mkdir)  # open() fails, for root too
+    else:
+        # Cut off mid-write.
+        await hass.async_add_executor_job(path.write_bytes, b'{"version": 1, "data": {"cursor"')
+    caplog.clear()
+    await _restart_expecting_a_full_sync(hass, plex_sim, entry, hass_storage)
+    assert "a full sync will rebuild it" in caplog.text
+
+
+# -- a re-created server: the same library under new ids --------------------------------
+
+
+def _recreate_library(sim: Sim) -> None:
+    """Every show and episode removed and added again: same titles and numbers, new ids."""
+    library_id = tv_library_ids(sim.model)[0]
+    for show in list(sim.model.libraries[library_id].shows.values()):
+        episodes = [(e.season, e.number, e.title, e.air_date) for e in show.episodes.values()]
+        sim.model.remove_show(show.id)
+        new = sim.model.add_show(library_id, show.title)
+        for season, number, title, air_date in episodes:
+            sim.model.add_episode(new.id, season, number, title=title, air_date=air_date)
+
+
+@SERVERS
+@pytest.mark.parametrize("kind", ["incremental", "forced_full"])
+async def test_recreated_server_is_no_flood_of_new_episodes(
+    hass: HomeAssistant,
+    plex_sim: PlexSimulator,
+    jellyfin_sim: JellyfinSimulator,
+    hass_storage: dict[str, Any],
+    freezer: FrozenDateTimeFactory,
+    issue_registry: ir.IssueRegistry,
+    server: str,
+    kind: str,
+) -> None:
+    sim = _sim(server, plex_sim, jellyfin_sim)
+    entry = await _entry(sim)
+    await setup_entry(hass, entry)
+    events = async_capture_events(hass, EVENT_NEW_EPISODE)
+    many = async_capture_events(hass, EVENT_MANY_NEW_EPISODES)
+    before = {
+        (show.show.title, e.season, e.number): e.added_at
+        for _, show, e in entry.runtime_data.coordinator.mirror.episodes()
+    }
+    old_ids = {e.id for _, _, e in entry.runtime_data.coordinator.mirror.episodes()}
+    freezer.tick(3600)
+    _recreate_library(sim)
+    if kind == "forced_full":
+        await entry.runtime_data.coordinator.async_force_full_sync()
+    else:
+        await next_poll(hass, freezer)
+
+    assert state_of(hass, entry, "sensor", "sync_mode") == kind.removeprefix("forced_")
+    assert events == []
+    assert many == []
+    _assert_in_sync(hass, sim, entry, hass_storage)
+    mirror = entry.runtime_data.coordinator.mirror
+    assert not old_ids & {e.id for _, _, e in mirror.episodes()}  # every id is new
+    after = {(show.show.title, e.season, e.number): e.added_at for _, show, e in mirror.episodes()}
+    assert after == before  # each episode kept the time it first arrived
+    assert state_of(hass, entry, "sensor", "new_episodes") == "0"
+    assert state_of(hass, entry, "sensor", "shows") == "10"
+    assert not [i for i in issue_registry.issues.values() if i.domain == DOMAIN]
+    summary = entry.runtime_data.store.last_result
+    assert (summary["added"], summary["removed"], summary["rekeyed"]) == (0, 0, 100)
+
+
+# -- the delta keeps failing -------------------------------------------------------------
+
+
+@SERVERS
+async def test_delta_that_keeps_failing_raises_a_repair_issue_until_it_works(
+    hass: HomeAssistant,
+    plex_sim: PlexSimulator,
+    jellyfin_sim: JellyfinSimulator,
+    freezer: FrozenDateTimeFactory,
+    issue_registry: ir.IssueRegistry,
+    server: str,
+) -> None:
+    sim = _sim(server, plex_sim, jellyfin_sim)
+    entry = await _entry(sim)
+    await setup_entry(hass, entry)
+    issue_id = f"delta_failing_{entry.entry_id}"
+    show = next(iter(sim.model.libraries[tv_library_ids(sim.model)[0]].shows.values()))
+    # Only the delta query breaks (a proxy mangling it, a server bug): the full
+    # listings carry no such filter.
+    param = "updatedAt>>" if server == "plex" else "MinDateLastSaved"
+    fault = sim.add_fault(Fault(kind="malformed", param=param, times=-1))
+    for attempt in range(1, DELTA_FAILURES_FOR_ISSUE + 1):
+        assert issue_registry.async_get_issue(DOMAIN, issue_id) is None, attempt
+        sim.model.add_episode(show.id, 20, attempt)  # something to sync, every time
+        await next_poll(hass, freezer)
+        assert fault.fired == attempt
+        assert state_of(hass, entry, "sensor", "sync_mode") == "full"
+    issue = issue_registry.async_get_issue(DOMAIN, issue_id)
+    assert issue is not None
+    assert issue.translation_key == "delta_failing"
+    assert issue.translation_placeholders == {"server": sim.name, "count": "3"}
+
+    # A forced full sync says nothing about the delta: the issue stays.
+    await entry.runtime_data.coordinator.async_force_full_sync()
+    assert issue_registry.async_get_issue(DOMAIN, issue_id) is not None
+
+    sim.faults.remove(fault)
+    sim.model.add_episode(show.id, 21, 1)
+    await next_poll(hass, freezer)
+    assert state_of(hass, entry, "sensor", "sync_mode") == "incremental"
+    assert issue_registry.async_get_issue(DOMAIN, issue_id) is None
