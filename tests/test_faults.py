@@ -301,3 +301,47 @@ async def test_faults_during_a_sync_with_a_change(
         assert coordinator.last_update_success, (name, k)
         world.assert_correct([added], mode=mode)
         assert len(sim.requests) == n, (name, k)
+
+
+@SERVERS
+@pytest.mark.parametrize("kind", ["forced_full", "incremental"])
+async def test_token_refused_in_the_middle_of_a_sync(
+    hass: HomeAssistant,
+    plex_sim: PlexSimulator,
+    jellyfin_sim: JellyfinSimulator,
+    hass_storage: dict[str, Any],
+    server: str,
+    kind: str,
+) -> None:
+    """A 401 at any request of a sync: reauth starts, nothing is committed or announced."""
+    world = await _world(hass, _sim(server, plex_sim, jellyfin_sim), hass_storage)
+    sim = world.sim
+    world.entry = entry = await _entry(sim)
+    await setup_entry(hass, entry)
+    coordinator = world.coordinator
+    forced = kind == "forced_full"
+    n = 3 if forced or server == "jellyfin" else 4  # as measured by the matrix above
+
+    for k in range(n):
+        added = world.change(k)
+        world.new_episodes.clear()
+        before = await world.snapshot()
+        sim.clear_log()
+        fault = sim.add_fault(Fault(kind="status", status=401, skip=k))
+        if forced:
+            await coordinator.async_force_full_sync()
+        else:
+            await coordinator.async_refresh()
+        await hass.async_block_till_done()
+        assert fault.fired == k + 1, k
+        flows = hass.config_entries.flow.async_progress_by_handler(DOMAIN)
+        assert [f["context"]["source"] for f in flows] == ["reauth"], k
+        assert await world.snapshot() == before, k
+        world.assert_untouched(before)
+        assert state_of(hass, entry, "sensor", "episodes") == "unavailable", k
+
+        # A finished reauth reloads the entry; here the next poll simply runs
+        # (an interrupted forced sync is not owed after a refused token).
+        hass.config_entries.flow.async_abort(flows[0]["flow_id"])
+        await coordinator.async_refresh()
+        world.assert_correct([added], mode="incremental")
