@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+import itertools
 from typing import Any
 
 import aiohttp
@@ -803,3 +804,147 @@ async def test_jellyfin_10_8_server_syncs(
     deltas = [r for r in jellyfin_10_8.requests if "MinDateLastSavedForUser" in r.query]
     assert deltas
     assert not any("MinDateLastSaved" in r.query for r in jellyfin_10_8.requests)
+
+
+async def test_plex_show_fields_and_rating_keys(
+    plex_sim: PlexSimulator, session: aiohttp.ClientSession
+) -> None:
+    """Show ``updatedAt`` ignores episode adds/removes; counts follow; keys are never reused."""
+    section = _section(plex_sim)
+    show = _first_show(plex_sim)
+
+    async def show_row() -> dict[str, Any]:
+        _, shows = await _plex(session, plex_sim, f"/library/sections/{section}/all?type=2")
+        return dict(next(r for r in shows["Metadata"] if r["ratingKey"] == show.id))
+
+    before = await show_row()
+    plex_sim.clock.advance(3600)
+    added = plex_sim.model.add_episode(show.id, 3, 1)
+    plex_sim.model.set_watched(added.id)
+    after = await show_row()
+    assert after["updatedAt"] == before["updatedAt"]
+    assert (after["leafCount"], after["childCount"], after["viewedLeafCount"]) == (11, 3, 1)
+    assert after["lastViewedAt"] == added.last_viewed_at
+    keys = [int(e.id) for e in plex_sim.model.all_episodes()]
+    assert all(b - a != 1 for a, b in itertools.pairwise(keys))  # not sequential
+    rematched = plex_sim.model.rekey_episode(added.id)
+    assert rematched.id != added.id
+    assert rematched.guid == added.guid
+    assert int(rematched.id) > max(keys)  # a fresh key, never an old one
+    assert (await _plex(session, plex_sim, f"/library/metadata/{added.id}"))[0] == 404
+
+
+async def test_jellyfin_wire_format_and_query_result(
+    jellyfin_sim: JellyfinSimulator, session: aiohttp.ClientSession
+) -> None:
+    """32-hex ids, 7-digit ``Z`` dates, "0001-01-01…" unset; StartIndex, Limit=0, totals; Date."""
+    token, user_id = await _login(session, jellyfin_sim)
+    base = {"userId": user_id, "IncludeItemTypes": "Episode", "Recursive": "true"}
+    _, page = await _jf(
+        session,
+        jellyfin_sim,
+        "/Items",
+        token,
+        **base,
+        StartIndex="5",
+        Limit="3",
+        Fields="DateCreated",
+    )
+    assert (page["StartIndex"], page["TotalRecordCount"], len(page["Items"])) == (5, 100, 3)
+    item = page["Items"][0]
+    assert len(item["Id"]) == 32
+    assert item["Id"] == item["Id"].lower()
+    int(item["Id"], 16)
+    created = item["DateCreated"]
+    assert created.endswith("Z")
+    assert len(created.split(".")[1]) == 8  # 7 digits and the Z
+    _, probe = await _jf(session, jellyfin_sim, "/Items", token, **base, Limit="0")
+    assert (probe["Items"], probe["TotalRecordCount"]) == ([], 100)
+    _, cheap = await _jf(
+        session, jellyfin_sim, "/Items", token, **base, Limit="4", EnableTotalRecordCount="false"
+    )
+    assert cheap["TotalRecordCount"] == 4
+    _, views = await _jf(session, jellyfin_sim, f"/Users/{user_id}/Views", token)
+    assert views["Items"][0]["DateLastMediaAdded"] == "0001-01-01T00:00:00.0000000Z"
+    jellyfin_sim.clock.advance(-86_400)
+    async with session.get(jellyfin_sim.url + "/System/Info/Public") as reply:
+        served = datetime.strptime(reply.headers["Date"], "%a, %d %b %Y %H:%M:%S GMT")
+    assert abs(served.replace(tzinfo=UTC).timestamp() - jellyfin_sim.clock.now()) < 5
+
+
+async def test_jellyfin_save_model_and_series_hints(
+    jellyfin_sim: JellyfinSimulator, session: aiohttp.ClientSession
+) -> None:
+    """Etag moves on saves only; a first-refresh delay; series re-saved when media-added moves."""
+    token, user_id = await _login(session, jellyfin_sim)
+    show = _first_show(jellyfin_sim)
+    episode = next(iter(show.episodes.values()))
+
+    async def etags() -> tuple[str, str]:
+        _, items = await _jf(
+            session,
+            jellyfin_sim,
+            "/Items",
+            token,
+            userId=user_id,
+            Ids=episode.id,
+            ParentId=show.id,
+            IncludeItemTypes="Episode",
+            Fields="Etag",
+        )
+        _, series = await _jf(
+            session,
+            jellyfin_sim,
+            "/Items",
+            token,
+            userId=user_id,
+            IncludeItemTypes="Series",
+            Fields="Etag,DateLastMediaAdded",
+        )
+        row = next(s for s in series["Items"] if s["Id"] == show.id)
+        return items["Items"][0]["Etag"], row["Etag"]
+
+    first = await etags()
+    jellyfin_sim.model.set_watched(episode.id)
+    assert await etags() == first  # user data never saves the row
+    jellyfin_sim.clock.advance(10)
+    jellyfin_sim.model.rename_episode(episode.id, "Edited")
+    edited = await etags()
+    assert edited[0] != first[0]
+    assert edited[1] == first[1]  # the series itself was not saved
+    now = int(jellyfin_sim.clock.now())
+    jellyfin_sim.model.add_episode(show.id, 1, 99, file_created_at=now - 86_400 * 5000)
+    assert (await etags())[1] == edited[1]  # an old file does not move DateLastMediaAdded
+    jellyfin_sim.model.add_episode(show.id, 1, 100, file_created_at=now)
+    assert (await etags())[1] != edited[1]
+
+    jellyfin_sim.first_refresh_delay = 30
+    since = datetime.fromtimestamp(jellyfin_sim.clock.now() - 1, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    fresh = jellyfin_sim.model.add_episode(show.id, 1, 101)
+    delta = {"userId": user_id, "IncludeItemTypes": "Episode", "MinDateLastSaved": since}
+    _, before = await _jf(session, jellyfin_sim, "/Items", token, **delta)
+    assert fresh.id not in {i["Id"] for i in before["Items"]}  # NULL until the first refresh
+    jellyfin_sim.clock.advance(31)
+    _, after = await _jf(session, jellyfin_sim, "/Items", token, **delta)
+    assert fresh.id in {i["Id"] for i in after["Items"]}
+    jellyfin_sim.model.remove_episode(fresh.id)
+    _, gone = await _jf(session, jellyfin_sim, "/Items", token, **delta)
+    assert fresh.id not in {i["Id"] for i in gone["Items"]}  # deletion leaves no trace
+
+
+async def test_jellyfin_emby_prefix_and_seasons(
+    session: aiohttp.ClientSession, socket_enabled: Any
+) -> None:
+    """``/emby/…`` works up to 10.11 and is 404 on 12.0; ``/Shows/{id}/Seasons`` lists seasons."""
+    for version, status in (("10.11.7", 200), ("12.0.0", 404)):
+        sim = JellyfinSimulator(version=version)
+        sim.model.generate(shows=1, seasons=3, episodes=1)
+        await sim.start()
+        try:
+            token, user_id = await _login(session, sim)
+            assert (await _jf(session, sim, f"/emby/Users/{user_id}/Views", token))[0] == status
+            show = _first_show(sim)
+            _, seasons = await _jf(session, sim, f"/Shows/{show.id}/Seasons", token)
+            assert [s["IndexNumber"] for s in seasons["Items"]] == [1, 2, 3]
+        finally:
+            await sim.close()

@@ -156,8 +156,9 @@ class JellyfinSimulator(SimServer):
                 self._pending.append((now + self.first_refresh_delay, item))
         elif kind == "episode_updated":
             item.saved_at = now
-        if (show := self.model.find_show(item.show_id)) is not None:
-            self._resave_series(show)
+        # Played toggles are user data: they never save the series (§4.5).
+        if kind != "watched" and (show := self.model.find_show(item.show_id)) is not None:
+            self._resave_series(show, item, added=kind == "episode_added")
 
     def _refresh_pending(self) -> None:
         now = self.clock.now()
@@ -167,10 +168,27 @@ class JellyfinSimulator(SimServer):
                 episode.saved_at = due
                 self._pending.remove((due, episode))
 
-    def _resave_series(self, show: SimShow) -> None:
+    @staticmethod
+    def _newest_file(episodes: list[SimEpisode]) -> int | None:
+        return max((e.file_created_at or e.added_at for e in episodes), default=None)
+
+    def _media_added(self, show: SimShow) -> int | None:
+        """The series' DateLastMediaAdded as last saved (generated shows: their newest file)."""
+        if show.id not in self._series_media_added:
+            self._series_media_added[show.id] = self._newest_file(show.real_episodes())
+        return self._series_media_added[show.id]
+
+    def _resave_series(self, show: SimShow, changed: SimEpisode, *, added: bool) -> None:
         """A series is saved again only when its DateLastMediaAdded moves (§4.6)."""
-        latest = max((e.file_created_at or e.added_at for e in show.real_episodes()), default=None)
-        if self._series_media_added.get(show.id) != latest:
+        latest = self._newest_file(show.real_episodes())
+        if show.id not in self._series_media_added:
+            # The first change since generation: record the value from before
+            # it (with a removed episode, without an added one).
+            before = [e for e in show.real_episodes() if e is not changed]
+            if not added and not changed.virtual:
+                before.append(changed)
+            self._series_media_added[show.id] = self._newest_file(before)
+        if self._series_media_added[show.id] != latest:
             self._series_media_added[show.id] = latest
             show.saved_at = self.clock.now()
 
@@ -631,7 +649,7 @@ class JellyfinSimulator(SimServer):
         if "datecreated" in fields:
             row["DateCreated"] = _date(show.added_at)
         if "datelastmediaadded" in fields:
-            row["DateLastMediaAdded"] = _date(self._series_media_added.get(show.id))
+            row["DateLastMediaAdded"] = _date(self._media_added(show))
         if "providerids" in fields:
             row["ProviderIds"] = {"Tvdb": str(int(show.id[:7], 16))}
         if "path" in fields:
