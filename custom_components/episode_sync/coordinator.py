@@ -131,6 +131,8 @@ class EpisodeSyncCoordinator(DataUpdateCoordinator[SyncSnapshot]):
         self.state = SyncState()
         self.last_result: SyncResult | None = None
         self._force_full = False
+        #: Libraries a push channel reported changed, looked at by the next sync.
+        self.dirty_libraries: set[str] = set()
         #: Syncs in a row whose incremental attempt met a protocol error and ran full.
         self._delta_failures = 0
         #: Called with the events' data of every new episode (the event entity).
@@ -145,9 +147,16 @@ class EpisodeSyncCoordinator(DataUpdateCoordinator[SyncSnapshot]):
         self._force_full = True
         await self.async_refresh()
 
+    def set_update_interval(self, interval: timedelta) -> None:
+        """Poll at a new interval from now on (push connected or not)."""
+        if interval != self.update_interval:
+            self.update_interval = interval
+            self._schedule_refresh()
+
     async def _async_update_data(self) -> SyncSnapshot:
         """Sync, persist, then announce; map every client error in this one place."""
         force, self._force_full = self._force_full, False
+        dirty, self.dirty_libraries = self.dirty_libraries, set()
         try:
             result = await self.engine.sync(self.mirror, self.state, force_full=force, dirty=dirty)
         except MediaServerAuthError as err:
@@ -156,6 +165,7 @@ class EpisodeSyncCoordinator(DataUpdateCoordinator[SyncSnapshot]):
             ) from err
         except MediaServerError as err:
             self._force_full = force  # a forced sync that could not run stays owed
+            self.dirty_libraries |= dirty  # and so does a look at a dirty library
             raise UpdateFailed(
                 translation_domain=DOMAIN,
                 translation_key=(
@@ -195,8 +205,6 @@ class EpisodeSyncCoordinator(DataUpdateCoordinator[SyncSnapshot]):
             if count is None:
                 ir.async_delete_issue(self.hass, DOMAIN, issue_id)
                 continue
-        #: Libraries a push channel reported changed, looked at by the next sync.
-        self.dirty_libraries: set[str] = set()
             ir.async_create_issue(
                 self.hass,
                 DOMAIN,
@@ -209,16 +217,9 @@ class EpisodeSyncCoordinator(DataUpdateCoordinator[SyncSnapshot]):
                     "server": self.server.name,
                     "count": str(count),
                 },
-    def set_update_interval(self, interval: timedelta) -> None:
-        """Poll at a new interval from now on (push connected or not)."""
-        if interval != self.update_interval:
-            self.update_interval = interval
-            self._schedule_refresh()
-
             )
 
     def _report_delta_failures(self, result: SyncResult) -> None:
-        dirty, self.dirty_libraries = self.dirty_libraries, set()
         """Raise a repair issue when the delta keeps failing; clear it after a clean delta.
 
         Each such sync still succeeds (as a full one), so nothing else would
@@ -227,7 +228,6 @@ class EpisodeSyncCoordinator(DataUpdateCoordinator[SyncSnapshot]):
         issue_id = f"delta_failing_{self.config_entry.entry_id}"
         if result.mode is SyncMode.INCREMENTAL:
             self._delta_failures = 0
-            self.dirty_libraries |= dirty  # and so does a look at a dirty library
             ir.async_delete_issue(self.hass, DOMAIN, issue_id)
             return
         if result.reason is not FullSyncReason.PROTOCOL_ERROR:

@@ -65,6 +65,7 @@ from urllib.parse import unquote
 from aiohttp import web
 
 from .common import SimServer
+from .jellyfin_push import JellyfinPush
 from .library import SimClock, SimEpisode, SimLibraryModel, SimShow
 
 NEVER = "0001-01-01T00:00:00.0000000Z"
@@ -129,6 +130,8 @@ class JellyfinSimulator(SimServer):
         #: The user setting HidePlayedInLatest (Jellyfin's default: on).
         self.hide_played_in_latest = True
         self._pending: list[tuple[float, SimEpisode]] = []
+        #: The ``/socket`` websocket (tests/simulator/jellyfin_push.py).
+        self.push = JellyfinPush(self)
         super().__init__(clock=clock, latency=latency)
         self.model = SimLibraryModel(
             clock=self.clock, id_factory=self._new_id, on_change=self._on_change
@@ -146,6 +149,7 @@ class JellyfinSimulator(SimServer):
 
     def _on_change(self, kind: str, library_id: str, item: object) -> None:
         self.invalidate()
+        self.push.on_change(kind, library_id, item)
         if not isinstance(item, SimEpisode):
             return
         now = self.clock.now()
@@ -277,6 +281,8 @@ class JellyfinSimulator(SimServer):
             app.router.add_get(prefix + "/Shows/{sid}/Episodes", self._show_episodes)
             app.router.add_get(prefix + "/Shows/{sid}/Seasons", self._seasons)
             app.router.add_get(prefix + "/Items/{iid}/Images/Primary", self._primary_image)
+        app.router.add_get("/socket", self.push.handler)
+        app.on_shutdown.append(self.push.shutdown)
 
     def _gate(self, request: web.Request, *, auth: bool = True) -> web.Response | None:
         if request.path.startswith("/emby/") and self.version_tuple >= (12, 0):

@@ -62,6 +62,7 @@ from aiohttp import web
 
 from .common import LoggedRequest, SimServer
 from .library import SimClock, SimEpisode, SimLibraryModel, SimShow
+from .plex_push import PlexPush
 
 UNAUTHORIZED_HTML = (
     "<html><head><title>Unauthorized</title></head><body><h1>401 Unauthorized</h1></body></html>"
@@ -161,6 +162,8 @@ class PlexSimulator(SimServer):
         self._content_counter = 41_632_394
         self._next_key = 1000
         self._section_markers: dict[str, dict[str, Any]] = {}
+        #: The notification websocket (tests/simulator/plex_push.py).
+        self.push = PlexPush(self)
         super().__init__(clock=clock, latency=latency)
         self.model = SimLibraryModel(
             clock=self.clock, id_factory=self._new_key, on_change=self._on_change
@@ -184,6 +187,7 @@ class PlexSimulator(SimServer):
 
     def _on_change(self, kind: str, library_id: str, item: object) -> None:
         self.invalidate()
+        self.push.on_change(kind, library_id, item)
         if kind == "library_removed":
             self._section_markers.pop(library_id, None)
             self._scan_progress.pop(library_id, None)
@@ -287,6 +291,8 @@ class PlexSimulator(SimServer):
         app.router.add_get("/library/metadata/{key}/allLeaves", self._show_leaves)
         app.router.add_get("/library/metadata/{key}/children", self._children)
         app.router.add_get("/library/metadata/{key}/thumb/{stamp}", self._thumb)
+        app.router.add_get("/:/websockets/notifications", self.push.handler)
+        app.on_shutdown.append(self.push.shutdown)
         # Any other path: PMS's HTML 404, not aiohttp's plain-text one.
         app.router.add_route("*", "/{tail:.*}", self._unknown_path)
 

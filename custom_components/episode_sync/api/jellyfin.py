@@ -33,8 +33,8 @@ from .errors import MediaServerAuthError, MediaServerProtocolError, WrongServerE
 from .http import HttpClient, HttpTransport, to_int, to_seconds
 from .models import Episode, Library, ServerInfo, ServerKind, Show
 from .paging import PARSE_STEP, Page, fetch_all
-
 from .push import PushTarget, websocket_url
+
 CLIENT_NAME = "Home Assistant"
 DEVICE_NAME = "Episode Sync"
 SERIES_PAGE_SIZE = 1000
@@ -125,11 +125,6 @@ class JellyfinClient(HttpClient):
             f'{key}="{quote(value, safe="")}"' for key, value in fields.items()
         )
 
-    async def _request(
-        self,
-        method: str,
-        path: str,
-        params: Mapping[str, str] | None = None,
     def push_target(self) -> PushTarget:
         """The ``/socket`` (docs: jellyfin §6), the token in ``Authorization``, not the URL."""
         return PushTarget(
@@ -138,6 +133,11 @@ class JellyfinClient(HttpClient):
             ssl=self._verify_ssl,
         )
 
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        params: Mapping[str, str] | None = None,
         body: Mapping[str, Any] | None = None,
     ) -> Any:
         """One request, its JSON answer parsed."""

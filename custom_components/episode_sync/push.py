@@ -1,0 +1,172 @@
+"""Push: the server's notification socket triggers syncs; polling slows down meanwhile.
+
+The socket only hints (docs: plex §7 "it only speeds up a poll; it is never
+the source of truth", jellyfin §6 "missed messages are never replayed"):
+
+- a relevant message marks its library dirty and asks for a sync through a
+  trailing ``Debouncer`` (``immediate=False``): Plex sends ~150 frames for one
+  new item, and a flood within the cooldown yields exactly one sync;
+- every (re)connect asks for one sync, because frames sent while we were
+  away are lost;
+- while the socket is up the coordinator polls every ``push_scan_interval``
+  minutes as a safety net, while it is down every ``scan_interval``;
+- a lost socket reconnects with exponential backoff (python-plexwebsocket's
+  ``min(2**(n-1) * 30, 300)`` s); refused credentials (Plex 401, Jellyfin 403
+  on the handshake) stop the listener and start a reauth instead of looping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Collection, Coroutine
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, Final
+
+from homeassistant.const import CONF_VERIFY_SSL
+from homeassistant.core import HomeAssistant, callback
+from homeassistant.helpers.aiohttp_client import async_get_clientsession
+from homeassistant.helpers.debounce import Debouncer
+
+from .api.errors import MediaServerAuthError, MediaServerError
+from .api.jellyfin import JellyfinClient
+from .api.push import JellyfinNotifications, NotificationSocket, PlexNotifications, PushHint
+from .const import (
+    CONF_LIBRARIES,
+    CONF_PUSH_SCAN_INTERVAL,
+    CONF_PUSH_UPDATES,
+    CONF_SCAN_INTERVAL,
+    DEFAULT_OPTIONS,
+    LOGGER,
+)
+
+if TYPE_CHECKING:
+    from . import EpisodeSyncConfigEntry
+    from .coordinator import EpisodeSyncCoordinator
+
+#: Seconds to wait before reconnect attempt n (1-based; the last one repeats):
+#: python-plexwebsocket's ``min(2**(n-1) * 30, 300)``. Tests shorten it.
+RECONNECT_DELAYS: tuple[float, ...] = tuple(min(2 ** (n - 1) * 30, 300) for n in range(1, 6))
+#: Plex: one new item emits ~156 frames over several seconds; docs: plex §7
+#: advise 5-10 s. The trailing debounce counts from the first frame, so take
+#: the upper end to let a scan finish inside one window.
+PLEX_COOLDOWN: Final = 10.0
+#: Jellyfin batches server-side (LibraryUpdateDuration, 30 s by default) and
+#: sends one message; the cooldown only merges it with user-data messages.
+JELLYFIN_COOLDOWN: Final = 2.0
+
+
+def reconnect_delay(attempt: int) -> float:
+    """Seconds before reconnect attempt ``attempt`` (1-based)."""
+    return RECONNECT_DELAYS[min(attempt, len(RECONNECT_DELAYS)) - 1]
+
+
+class PushListener:
+    """One entry's notification socket, kept open for as long as the entry is loaded."""
+
+    def __init__(
+        self,
+        hass: HomeAssistant,
+        entry: EpisodeSyncConfigEntry,
+        coordinator: EpisodeSyncCoordinator,
+        socket: NotificationSocket,
+        *,
+        cooldown: float,
+    ) -> None:
+        """Bind the socket to the entry's coordinator."""
+        self._hass = hass
+        self._entry = entry
+        self._coordinator = coordinator
+        self.socket = socket
+        options = entry.options
+        self._libraries: Collection[str] = frozenset(options.get(CONF_LIBRARIES, []))
+        self._poll = timedelta(
+            minutes=options.get(CONF_SCAN_INTERVAL, DEFAULT_OPTIONS[CONF_SCAN_INTERVAL])
+        )
+        self._push_poll = timedelta(
+            minutes=options.get(CONF_PUSH_SCAN_INTERVAL, DEFAULT_OPTIONS[CONF_PUSH_SCAN_INTERVAL])
+        )
+        self.connected = False
+        #: Completed connects (each is followed by one sync).
+        self.connects = 0
+        #: Failed attempts since the last connect (the backoff's position).
+        self.retries = 0
+        self._debouncer: Debouncer[Coroutine[Any, Any, None]] = Debouncer(
+            hass,
+            LOGGER,
+            cooldown=cooldown,
+            immediate=False,
+            function=coordinator.async_refresh,
+        )
+
+    @callback
+    def start(self) -> None:
+        """Run the listener as a background task of the entry (cancelled on unload)."""
+        self._entry.async_on_unload(self._debouncer.async_shutdown)
+        self._entry.async_create_background_task(
+            self._hass, self._run(), name=f"episode_sync push {self._entry.title}"
+        )
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.socket.listen(self._opened, self._hints)
+                LOGGER.debug("%s closed its notification socket", self.socket.server)
+            except MediaServerAuthError as err:
+                LOGGER.warning("%s; push updates stop until the entry is re-authenticated", err)
+                self._set_connected(False)
+                self._entry.async_start_reauth(self._hass)
+                return
+            except MediaServerError as err:
+                LOGGER.debug("%s", err)
+            self._set_connected(False)
+            self.retries += 1
+            await asyncio.sleep(reconnect_delay(self.retries))
+
+    @callback
+    def _opened(self) -> None:
+        LOGGER.debug("%s notification socket connected", self.socket.server)
+        self.connects += 1
+        self.retries = 0
+        self._set_connected(True)
+        # Whatever happened while the socket was down was not sent to us.
+        self._debouncer.async_schedule_call()
+
+    @callback
+    def _hints(self, hints: list[PushHint]) -> None:
+        wanted = [h for h in hints if h.library_id is None or h.library_id in self._libraries]
+        if not wanted:
+            return  # a library the user did not select
+        # Dirty now, so that a poll running before the debounce ends sees them too.
+        self._coordinator.dirty_libraries.update(
+            h.library_id for h in wanted if h.library_id is not None
+        )
+        self._debouncer.async_schedule_call()
+
+    @callback
+    def _set_connected(self, connected: bool) -> None:
+        if connected == self.connected:
+            return
+        self.connected = connected
+        self._coordinator.set_update_interval(self._push_poll if connected else self._poll)
+
+
+@callback
+def async_start_push(
+    hass: HomeAssistant, entry: EpisodeSyncConfigEntry, coordinator: EpisodeSyncCoordinator
+) -> PushListener | None:
+    """Start the entry's push listener unless the user turned push off."""
+    if not entry.options.get(CONF_PUSH_UPDATES, DEFAULT_OPTIONS[CONF_PUSH_UPDATES]):
+        return None
+    client = coordinator.client
+    session = async_get_clientsession(hass, verify_ssl=bool(entry.data.get(CONF_VERIFY_SSL, True)))
+    target = client.push_target()
+    socket: NotificationSocket
+    if isinstance(client, JellyfinClient):
+        socket = JellyfinNotifications(session, target)
+        cooldown = JELLYFIN_COOLDOWN
+    else:
+        socket = PlexNotifications(session, target)
+        cooldown = PLEX_COOLDOWN
+    listener = PushListener(hass, entry, coordinator, socket, cooldown=cooldown)
+    listener.start()
+    return listener
