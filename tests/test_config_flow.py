@@ -265,6 +265,7 @@ async def test_duplicate_aborts(hass: HomeAssistant, plex_sim: PlexSimulator) ->
 async def test_plex_reauth(hass: HomeAssistant, plex_sim: PlexSimulator) -> None:
     entry = plex_entry(plex_sim)
     entry.add_to_hass(hass)
+    client_id = entry.data[CONF_CLIENT_ID]
     new_token = plex_sim.rotate_token()
     result = await entry.start_reauth_flow(hass)
     assert result["step_id"] == "reauth_confirm"
@@ -278,6 +279,8 @@ async def test_plex_reauth(hass: HomeAssistant, plex_sim: PlexSimulator) -> None
     assert result["type"] is FlowResultType.ABORT
     assert result["reason"] == "reauth_successful"
     assert entry.data[CONF_TOKEN] == new_token
+    # The same install: plex.tv and the server keep seeing one client.
+    assert entry.data[CONF_CLIENT_ID] == client_id
 
 
 async def test_jellyfin_reauth_keeps_device_id(

@@ -41,6 +41,7 @@ from .api import plextv
 from .api.errors import (
     MediaServerAuthError,
     MediaServerError,
+    MediaServerHostNotFoundError,
     MediaServerRedirectError,
     MediaServerSSLError,
     MediaServerTimeoutError,
@@ -110,6 +111,8 @@ def _form_errors(wrong_server: str) -> Iterator[None]:
         raise _FlowError(wrong_server) from err
     except MediaServerAuthError as err:
         raise _FlowError("invalid_auth") from err
+    except MediaServerHostNotFoundError as err:
+        raise _FlowError("unknown_host") from err
     except MediaServerSSLError as err:
         raise _FlowError("ssl_error") from err
     except MediaServerTimeoutError as err:
@@ -193,7 +196,10 @@ class EpisodeSyncConfigFlow(ConfigFlow, domain=DOMAIN):
             CONF_URL: _check_url(user_input.get(CONF_URL) or ""),
             CONF_TOKEN: user_input[CONF_TOKEN].strip(),
             CONF_VERIFY_SSL: user_input.get(CONF_VERIFY_SSL, True),
-            CONF_CLIENT_ID: self._data.get(CONF_CLIENT_ID) or uuid.uuid4().hex,
+            # Reauth passes the entry's data: the install keeps its client id.
+            CONF_CLIENT_ID: user_input.get(CONF_CLIENT_ID)
+            or self._data.get(CONF_CLIENT_ID)
+            or uuid.uuid4().hex,
         }
         info, libraries = await _validate(create_client(self.hass, data), "not_a_plex_server")
         return data, info, libraries
