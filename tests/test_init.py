@@ -172,6 +172,8 @@ async def test_many_new_episodes_are_summarised(
         "title",
         "air_date",
         "added_at",
+        "poster",
+        "thumb",
     }
 
 

@@ -19,6 +19,7 @@ from homeassistant.core import HomeAssistant
 import pytest
 from yarl import URL
 
+from custom_components.episode_sync.api.plex import PlexClient
 from tests.helpers import (
     jellyfin_entry,
     next_poll,
@@ -948,3 +949,49 @@ async def test_jellyfin_emby_prefix_and_seasons(
             assert [s["IndexNumber"] for s in seasons["Items"]] == [1, 2, 3]
         finally:
             await sim.close()
+
+
+async def test_jellyfin_login_rules(
+    jellyfin_sim: JellyfinSimulator, session: aiohttp.ClientSession
+) -> None:
+    """400 without the client fields, 401 text/plain on bad credentials, URL-decoded values,
+    and a new login by the same user and DeviceId revokes the older token."""
+    url = jellyfin_sim.url + "/Users/AuthenticateByName"
+    user, password = next(iter(jellyfin_sim.users.items()))
+    body = {"Username": user, "Pw": password}
+    partial = 'MediaBrowser Client="t", Device="t", Version="1"'
+    async with session.post(url, headers={"Authorization": partial}, json=body) as reply:
+        assert reply.status == 400
+    full = 'MediaBrowser Client="Home%20Assistant", Device="t", DeviceId="{}", Version="1"'
+    wrong = {"Username": user, "Pw": "nope"}
+    async with session.post(
+        url, headers={"Authorization": full.format("d%201")}, json=wrong
+    ) as reply:
+        assert (reply.status, reply.content_type) == (401, "text/plain")
+        assert await reply.text() == "Error processing request."
+    tokens = []
+    for device in ("d%201", "d 1"):  # the same DeviceId once decoded
+        async with session.post(
+            url, headers={"Authorization": full.format(device)}, json=body
+        ) as reply:
+            tokens.append((await reply.json())["AccessToken"])
+    assert jellyfin_sim.tokens[tokens[1]][1] == "d 1"
+    assert (await _jf(session, jellyfin_sim, "/Items", tokens[0]))[0] == 401
+    assert (await _jf(session, jellyfin_sim, "/Shows/Upcoming", tokens[1]))[0] == 200
+
+
+async def test_plex_client_leaves_trashed_episodes_out(
+    plex_sim: PlexSimulator, session: aiohttp.ClientSession
+) -> None:
+    """The client's parser: a row with ``deletedAt`` is no mirrored episode (docs: plex §8)."""
+    plex_sim.auto_empty_trash = False
+    show = _first_show(plex_sim)
+    trashed = plex_sim.delete_file(next(iter(show.episodes.values())).id)
+    client = PlexClient(session, plex_sim.url, plex_sim.token, client_id="c")
+    section = _section(plex_sim)
+    listed = {e.id for e in await client.episodes(section)}
+    assert trashed.id not in listed
+    assert len(listed) == 99
+    repaired = await client.show_episodes(section, show.id)
+    shows = {s.id: s for s in await client.shows(section)}
+    assert len(repaired) == shows[show.id].episode_count == 9

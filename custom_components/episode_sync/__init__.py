@@ -15,11 +15,12 @@ from .api.errors import MediaServerAuthError, MediaServerError
 from .client import MediaClient, create_client
 from .const import CONF_MAX_CONCURRENCY, DEFAULT_MAX_CONCURRENCY, DOMAIN
 from .coordinator import EpisodeSyncCoordinator
+from .image_proxy import EpisodeImageView
 from .push import PushListener, async_start_push
 from .services import async_setup_services
 from .store import EpisodeSyncStore
 
-PLATFORMS = [Platform.BUTTON, Platform.EVENT, Platform.SENSOR]
+PLATFORMS = [Platform.BUTTON, Platform.CALENDAR, Platform.EVENT, Platform.SENSOR]
 CONFIG_SCHEMA = cv.config_entry_only_config_schema(DOMAIN)
 
 
@@ -38,8 +39,9 @@ type EpisodeSyncConfigEntry = ConfigEntry[EpisodeSyncData]
 
 
 async def async_setup(hass: HomeAssistant, config: ConfigType) -> bool:
-    """Register the actions (once, for every entry)."""
+    """Register the actions and the artwork view (once, for every entry)."""
     async_setup_services(hass)
+    hass.http.register_view(EpisodeImageView(hass))
     return True
 
 

@@ -7,8 +7,8 @@ a failed write is a failed sync); one place fires the new-episode events.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -23,10 +23,12 @@ from .api.errors import (
     MediaServerConnectionError,
     MediaServerError,
 )
-from .api.models import Episode, ServerInfo
+from .api.models import Episode, ServerInfo, Show
 from .client import MediaClient
 from .const import (
+    CONF_EXCLUDE_KEYWORDS,
     CONF_FULL_SYNC_DAYS,
+    CONF_HIDE_SPECIALS,
     CONF_LIBRARIES,
     CONF_MAX_CONCURRENCY,
     CONF_NEW_EPISODE_DAYS,
@@ -34,6 +36,7 @@ from .const import (
     DEFAULT_FULL_SYNC_DAYS,
     DEFAULT_MAX_CONCURRENCY,
     DEFAULT_NEW_EPISODE_DAYS,
+    DEFAULT_OPTIONS,
     DEFAULT_SCAN_INTERVAL,
     DOMAIN,
     EVENT_MANY_NEW_EPISODES,
@@ -41,6 +44,7 @@ from .const import (
     LOGGER,
     MAX_EVENTS_PER_SYNC,
 )
+from .image_proxy import ImagePaths
 from .store import EpisodeSyncStore
 from .sync import FullSyncReason, Mirror, SyncEngine, SyncMode, SyncResult, SyncState
 
@@ -52,6 +56,51 @@ DELTA_FAILURES_FOR_ISSUE = 3
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class DisplayFilter:
+    """What users are shown: the one place the display options are applied.
+
+    The sensor, its card data, the calendar, ``get_new_episodes``, the bus
+    events and the event entity all ask ``visible``; hidden episodes stay in
+    the mirror (a changed option reloads the entry and takes effect at once).
+    """
+
+    #: Lower-cased words; a show whose title contains one is hidden.
+    keywords: tuple[str, ...] = ()
+    hide_specials: bool = False
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> DisplayFilter:
+        """Read the entry's options (comma-separated keywords, matched case-insensitively)."""
+        text = str(options.get(CONF_EXCLUDE_KEYWORDS, DEFAULT_OPTIONS[CONF_EXCLUDE_KEYWORDS]))
+        return cls(
+            keywords=tuple(word.strip().casefold() for word in text.split(",") if word.strip()),
+            hide_specials=bool(
+                options.get(CONF_HIDE_SPECIALS, DEFAULT_OPTIONS[CONF_HIDE_SPECIALS])
+            ),
+        )
+
+    def hides_show(self, title: str) -> bool:
+        """Whether every episode of a show with this title is hidden."""
+        folded = title.casefold()
+        return any(word in folded for word in self.keywords)
+
+    def hides_episode(self, episode: Episode) -> bool:
+        """Whether the episode itself is hidden, whatever its show (specials)."""
+        return self.hide_specials and episode.season == 0
+
+    def visible(self, show_title: str, episode: Episode) -> bool:
+        """Whether an episode of this show is shown and announced."""
+        return not self.hides_episode(episode) and not self.hides_show(show_title)
+
+
+def episode_code(season: int | None, number: int | None) -> str:
+    """``S01E02``; ``S01`` or ``E02`` when one index is missing; "" when both are."""
+    return (f"S{season:02d}" if season is not None else "") + (
+        f"E{number:02d}" if number is not None else ""
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class EpisodeView:
     """One mirrored episode as users see it (attributes, events, action answers)."""
 
@@ -59,10 +108,19 @@ class EpisodeView:
     server: str
     library: str
     show: str
+    #: The show's model (for its poster) and the entry's image paths. Paths are
+    #: signed when a view is shown, not for every new episode of a big import.
+    show_item: Show | None = field(default=None, compare=False)
+    images: ImagePaths | None = field(default=None, compare=False)
 
     def as_dict(self) -> dict[str, str | int | None]:
-        """The SPEC §7 shape: integer season/episode, ISO UTC added_at, string ids."""
+        """The SPEC §7 shape: integer season/episode, ISO UTC added_at, string ids.
+
+        Plus ``poster`` (the show's) and ``thumb`` (the episode's): signed,
+        relative Home Assistant paths of the image view, or None.
+        """
         e = self.episode
+        images, show = self.images, self.show_item
         return {
             "server": self.server,
             "library": self.library,
@@ -74,6 +132,8 @@ class EpisodeView:
             "added_at": datetime.fromtimestamp(e.added_at, UTC).isoformat(),
             "episode_id": e.id,
             "show_id": e.show_id,
+            "poster": images.path(show) if images is not None and show is not None else None,
+            "thumb": images.path(e) if images is not None else None,
         }
 
 
@@ -127,14 +187,16 @@ class EpisodeSyncCoordinator(DataUpdateCoordinator[SyncSnapshot]):
             full_sync_interval=86_400 * options.get(CONF_FULL_SYNC_DAYS, DEFAULT_FULL_SYNC_DAYS),
         )
         self.new_episode_days: int = options.get(CONF_NEW_EPISODE_DAYS, DEFAULT_NEW_EPISODE_DAYS)
+        self.display_filter = DisplayFilter.from_options(options)
+        self.images = ImagePaths(hass, entry.entry_id, client, lambda: self.mirror)
         self.mirror = Mirror()
         self.state = SyncState()
         self.last_result: SyncResult | None = None
         self._force_full = False
-        #: Libraries a push channel reported changed, looked at by the next sync.
-        self.dirty_libraries: set[str] = set()
         #: Syncs in a row whose incremental attempt met a protocol error and ran full.
         self._delta_failures = 0
+        #: Libraries a push channel reported changed, looked at by the next sync.
+        self.dirty_libraries: set[str] = set()
         #: Called with the events' data of every new episode (the event entity).
         self.new_episode_listeners: list[Callable[[dict[str, Any]], None]] = []
 
@@ -264,18 +326,26 @@ class EpisodeSyncCoordinator(DataUpdateCoordinator[SyncSnapshot]):
     def new_episodes(self, days: float, limit: int | None = None) -> list[EpisodeView]:
         """Episodes added within ``days``, newest first, from the mirror only."""
         since = dt_util.utcnow().timestamp() - days * 86_400
+        visible = self.display_filter.visible
         found = [
-            (episode, library.title, show.show.title)
+            (episode, library.title, show.show)
             for library, show, episode in self.mirror.episodes()
-            if episode.added_at >= since
+            if episode.added_at >= since and visible(show.show.title, episode)
         ]
         found.sort(key=lambda item: (item[0].added_at, item[0].id), reverse=True)
         if limit is not None:
             found = found[:limit]
-        return [
-            EpisodeView(episode=e, server=self.server.name, library=lib, show=show)
-            for e, lib, show in found
-        ]
+        return [self._view(e, lib, show) for e, lib, show in found]
+
+    def _view(self, episode: Episode, library: str, show: Show | None) -> EpisodeView:
+        return EpisodeView(
+            episode=episode,
+            server=self.server.name,
+            library=library,
+            show=show.title if show is not None else "",
+            show_item=show,
+            images=self.images,
+        )
 
     def _announce(self, result: SyncResult) -> None:
         """Fire the bus events of SPEC §5: ≤ 25 per sync, then one summary."""
@@ -283,16 +353,25 @@ class EpisodeSyncCoordinator(DataUpdateCoordinator[SyncSnapshot]):
             dr.async_get(self.hass), self.config_entry.entry_id
         )
         device = devices[0] if devices else None
-        titles = self._titles()
-        added = sorted(result.added, key=lambda e: (e.added_at, e.id))
+        shows = self._shows()
+
+        def show_of(episode: Episode) -> tuple[str, Show | None]:
+            return shows.get((episode.library_id, episode.show_id), ("", None))
+
+        def title_of(episode: Episode) -> str:
+            show = show_of(episode)[1]
+            return show.title if show is not None else ""
+
+        visible = self.display_filter.visible
+        added = sorted(
+            (e for e in result.added if visible(title_of(e), e)),
+            key=lambda e: (e.added_at, e.id),
+        )
         for episode in added[:MAX_EVENTS_PER_SYNC]:
-            library, show = titles.get((episode.library_id, episode.show_id), ("", ""))
             data = {
                 "config_entry_id": self.config_entry.entry_id,
                 "device_id": device.id if device else None,
-                **EpisodeView(
-                    episode=episode, server=self.server.name, library=library, show=show
-                ).as_dict(),
+                **self._view(episode, *show_of(episode)).as_dict(),
             }
             self.hass.bus.async_fire(EVENT_NEW_EPISODE, data)
             for listener in self.new_episode_listeners:
@@ -306,15 +385,14 @@ class EpisodeSyncCoordinator(DataUpdateCoordinator[SyncSnapshot]):
                     "device_id": device.id if device else None,
                     "server": self.server.name,
                     "count": len(rest),
-                    "shows": sorted(
-                        {titles.get((e.library_id, e.show_id), ("", ""))[1] for e in rest}
-                    ),
+                    "shows": sorted({title_of(e) for e in rest}),
                 },
             )
 
-    def _titles(self) -> dict[tuple[str, str], tuple[str, str]]:
+    def _shows(self) -> dict[tuple[str, str], tuple[str, Show | None]]:
+        """(library id, show id) -> (library title, show), for the announcements."""
         return {
-            (library.id, show_id): (library.title, entry.show.title)
+            (library.id, show_id): (library.title, entry.show)
             for library in self.mirror.libraries.values()
             for show_id, entry in library.shows.items()
         }

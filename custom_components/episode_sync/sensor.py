@@ -18,6 +18,7 @@ from homeassistant.core import HomeAssistant
 from homeassistant.helpers.entity_platform import AddEntitiesCallback
 
 from . import EpisodeSyncConfigEntry
+from .card import card_data
 from .const import MAX_ATTRIBUTE_EPISODES
 from .coordinator import SyncSnapshot
 from .entity import EpisodeSyncEntity
@@ -34,15 +35,16 @@ class EpisodeSyncSensorDescription(SensorEntityDescription):
     attributes_fn: Callable[[SyncSnapshot], Mapping[str, Any]] | None = None
 
 
+#: The keys of the ``episodes`` attribute's items (SPEC §5), then the image paths.
+_EPISODE_KEYS = ("show", "season", "episode", "title", "air_date", "added_at", "poster", "thumb")
+
+
 def _newest(snapshot: SyncSnapshot) -> Mapping[str, Any]:
+    shown = [view.as_dict() for view in snapshot.new_episodes[:MAX_ATTRIBUTE_EPISODES]]
     return {
-        "episodes": [
-            {
-                key: view.as_dict()[key]
-                for key in ("show", "season", "episode", "title", "air_date", "added_at")
-            }
-            for view in snapshot.new_episodes[:MAX_ATTRIBUTE_EPISODES]
-        ]
+        "episodes": [{key: item[key] for key in _EPISODE_KEYS} for item in shown],
+        # For custom-cards/upcoming-media-card.
+        "data": card_data(snapshot.new_episodes),
     }
 
 
@@ -121,7 +123,7 @@ class EpisodeSyncSensor(EpisodeSyncEntity, SensorEntity):
     entity_description: EpisodeSyncSensorDescription
     # The newest-episodes list is for dashboards, not for the recorder (it
     # would bloat the database and trip the 16 KB attribute warning).
-    _unrecorded_attributes = frozenset({"episodes"})
+    _unrecorded_attributes = frozenset({"episodes", "data"})
 
     @property
     def native_value(self) -> str | int | float | datetime | None:

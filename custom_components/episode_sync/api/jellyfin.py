@@ -31,6 +31,7 @@ import orjson
 
 from .errors import MediaServerAuthError, MediaServerProtocolError, WrongServerError
 from .http import HttpClient, HttpTransport, to_int, to_seconds
+from .images import IMAGE_TIMEOUT, MediaImage, media_image
 from .models import Episode, Library, ServerInfo, ServerKind, Show
 from .paging import PARSE_STEP, Page, fetch_all
 from .push import PushTarget, websocket_url
@@ -99,13 +100,17 @@ class JellyfinClient(HttpClient):
         self._http = HttpTransport(
             session, url, server="Jellyfin", verify_ssl=verify_ssl, timeout=timeout
         )
+        #: Artwork goes through a transport of its own: not counted as sync requests.
+        self._images = HttpTransport(
+            session, url, server="Jellyfin", verify_ssl=verify_ssl, timeout=IMAGE_TIMEOUT
+        )
         self._device_id = device_id
+        self._verify_ssl = verify_ssl
         self.token = token
         self.user_id = user_id
         self._page_size = page_size
         #: Pages of one listing fetched at once once the total is known.
         self._concurrency = max_concurrency
-        self._verify_ssl = verify_ssl
         self._client_version = client_version
         self.version: tuple[int, ...] | None = None
 
@@ -191,6 +196,24 @@ class JellyfinClient(HttpClient):
         if not self.user_id:
             raise MediaServerAuthError("not signed in")
         return self.user_id
+
+    async def image(self, item: Show | Episode) -> MediaImage:
+        """The item's primary image (a series' poster, an episode's still)."""
+        path = f"/Items/{quote(item.id, safe='')}/Images/Primary"
+        body = await self._images.request(
+            "GET",
+            path,
+            headers={"Accept": "image/*", "Authorization": self.authorization_header()},
+        )
+        return media_image(body, path)
+
+    @staticmethod
+    def image_version(item: Show | Episode) -> str | None:
+        """Every item has a primary-image path (a 404 tells there is none); no version.
+
+        The mirror keeps no image tags (listings ask ``EnableImages=false``).
+        """
+        return ""
 
     # -- identity ---------------------------------------------------------------------
 

@@ -11,20 +11,28 @@ Built on the behaviour documented in the project's Plex notes (docs/plex-api.md)
   because the server may return fewer items than asked;
 - date filters use ``>>=`` in the query *key* (plain ``>=`` is not a date
   operator); ``updatedAt`` falls back to ``addedAt`` if a server rejects it;
-- optional fields are absent, not null, and ids are opaque strings.
+- optional fields are absent, not null, and ids are opaque strings;
+- trashed episodes (``deletedAt``: file gone, auto-empty off) are not mirrored.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+import hashlib
 from typing import Any
 
 import aiohttp
 import orjson
 
-from .errors import MediaServerAuthError, MediaServerProtocolError, WrongServerError
+from .errors import (
+    MediaServerAuthError,
+    MediaServerNotFoundError,
+    MediaServerProtocolError,
+    WrongServerError,
+)
 from .http import HttpClient, HttpTransport, to_int, to_seconds
+from .images import IMAGE_TIMEOUT, MediaImage, media_image
 from .models import Episode, Library, ServerInfo, ServerKind, Show
 from .paging import PARSE_STEP, Page, fetch_all
 from .push import PushTarget, websocket_url
@@ -72,6 +80,10 @@ class PlexClient(HttpClient):
         """Bind to a server; the session is Home Assistant's shared one."""
         self._http = HttpTransport(
             session, url, server="Plex", verify_ssl=verify_ssl, timeout=timeout
+        )
+        #: Artwork goes through a transport of its own: not counted as sync requests.
+        self._images = HttpTransport(
+            session, url, server="Plex", verify_ssl=verify_ssl, timeout=IMAGE_TIMEOUT
         )
         self.token = token
         self._client_id = client_id
@@ -144,6 +156,30 @@ class PlexClient(HttpClient):
             return Page(await parse(rows), len(rows), to_int(container.get("totalSize")))
 
         return await fetch_all(page, page_size or self._page_size, self._concurrency)
+
+    async def image(self, item: Show | Episode) -> MediaImage:
+        """The item's artwork at its stored ``thumb`` path, fetched with the token.
+
+        The path comes from the server's own listing, never from a caller; a
+        missing or non-relative one (an agent's absolute URL) is "no artwork".
+        """
+        if self.image_version(item) is None or item.thumb is None:
+            raise MediaServerNotFoundError(f"Plex has no artwork for {item.id}", status=404)
+        body = await self._images.request(
+            "GET", item.thumb, headers={**self._headers(), "Accept": "image/*"}
+        )
+        return media_image(body, item.thumb)
+
+    @staticmethod
+    def image_version(item: Show | Episode) -> str | None:
+        """A short tag of the item's artwork, new when the art changes; None without art.
+
+        The ``thumb`` path ends in the art's update stamp, so its hash changes
+        with the art (docs: plex §5).
+        """
+        if not item.thumb or not item.thumb.startswith("/"):
+            return None
+        return hashlib.blake2s(item.thumb.encode(), digest_size=4).hexdigest()
 
     def push_target(self) -> PushTarget:
         """The notification socket (docs: plex §7), the token in a header, not the URL."""

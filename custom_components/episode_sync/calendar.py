@@ -1,0 +1,180 @@
+"""The calendar: one event per mirrored episode on the day it aired.
+
+An episode with a known air time (Plex over-the-air recordings) is a timed
+event on its air date in Home Assistant's time zone, lasting its runtime; any
+other episode with an air date is an all-day event. The display filters apply.
+
+A mirror can hold 100,000 episodes, and the frontend, the calendar trigger
+(every 15 minutes) and every state write ask for events. So the episodes are
+grouped by air date once per mirror object (the mirror is immutable: a sync
+that changes something replaces it) and a query only looks at the dates in its
+range, found by bisection in the sorted list of distinct dates.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, bisect_right
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta, tzinfo
+from itertools import islice
+
+from homeassistant.components.calendar import (
+    CalendarEntity,
+    CalendarEntityDescription,
+    CalendarEvent,
+)
+from homeassistant.core import HomeAssistant
+from homeassistant.helpers.entity_platform import AddEntitiesCallback
+from homeassistant.util import dt as dt_util
+
+from . import EpisodeSyncConfigEntry
+from .api.models import Episode
+from .coordinator import DisplayFilter, episode_code
+from .entity import EpisodeSyncEntity
+from .sync import Mirror
+
+PARALLEL_UPDATES = 0
+
+EPISODES = CalendarEntityDescription(key="episodes", translation_key="episodes")
+
+#: Between the parts of an event's summary.
+SEPARATOR = " \N{EN DASH} "
+#: The length of a timed event whose runtime the server does not know.
+DEFAULT_RUNTIME = timedelta(minutes=30)
+#: Longer runtimes are cut to this, so a query only needs to look one day back
+#: for events that started before its range and still run into it.
+MAX_RUNTIME = timedelta(days=1)
+
+
+async def async_setup_entry(
+    hass: HomeAssistant,
+    entry: EpisodeSyncConfigEntry,
+    async_add_entities: AddEntitiesCallback,
+) -> None:
+    """Add the episode calendar of an entry."""
+    async_add_entities([EpisodeCalendar(entry.runtime_data.coordinator, EPISODES)])
+
+
+def summary(show: str, episode: Episode) -> str:
+    """``Show - S01E02 - Title`` (en dashes), leaving out what the server does not know."""
+    parts = (show, episode_code(episode.season, episode.number), episode.title)
+    return SEPARATOR.join(part for part in parts if part)
+
+
+@dataclass(slots=True)
+class AirDateIndex:
+    """The visible episodes of one mirror by air date (``YYYY-MM-DD`` sorts as dates)."""
+
+    time_zone: tzinfo
+    by_date: dict[str, list[tuple[str, Episode]]]
+    #: The distinct air dates, sorted.
+    dates: list[str]
+    _events: dict[str, list[CalendarEvent]] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, mirror: Mirror, display: DisplayFilter, time_zone: tzinfo) -> AirDateIndex:
+        """Group the visible episodes with a usable air date: one pass, no sort of episodes."""
+        by_date: dict[str, list[tuple[str, Episode]]] = {}
+        for library in mirror.libraries.values():
+            for show in library.shows.values():
+                title = show.show.title
+                if display.hides_show(title):
+                    continue
+                for episode in show.episodes.values():
+                    if episode.air_date is None or display.hides_episode(episode):
+                        continue
+                    by_date.setdefault(episode.air_date, []).append((title, episode))
+        dates = []
+        for day in by_date:
+            try:
+                date.fromisoformat(day)
+            except ValueError:
+                continue  # a server's odd date is no reason to fail the calendar
+            dates.append(day)
+        dates.sort()
+        return cls(time_zone=time_zone, by_date=by_date, dates=dates)
+
+    def events(self, day: str) -> list[CalendarEvent]:
+        """The events of one air date in start order, made once per date."""
+        if (events := self._events.get(day)) is None:
+            aired = date.fromisoformat(day)
+            events = [self._event(aired, show, episode) for show, episode in self.by_date[day]]
+            events.sort(key=lambda e: (e.start_datetime_local, e.summary, e.uid or ""))
+            self._events[day] = events
+        return events
+
+    def _event(self, aired: date, show: str, episode: Episode) -> CalendarEvent:
+        start = _air_time(aired, episode.air_time, self.time_zone)
+        if start is None:  # all day: the end date is exclusive
+            return CalendarEvent(
+                start=aired,
+                end=aired + timedelta(days=1),
+                summary=summary(show, episode),
+                uid=episode.id,
+            )
+        runtime = timedelta(seconds=episode.duration) if episode.duration else DEFAULT_RUNTIME
+        return CalendarEvent(
+            start=start,
+            end=start + min(runtime, MAX_RUNTIME),
+            summary=summary(show, episode),
+            uid=episode.id,
+        )
+
+
+def _air_time(aired: date, air_time: str | None, time_zone: tzinfo) -> datetime | None:
+    """The start of a timed airing; None for an all-day one (no or an unreadable time)."""
+    if not air_time:
+        return None
+    try:
+        clock = time.fromisoformat(air_time)
+    except ValueError:
+        return None
+    # The server's local time, taken as Home Assistant's (both usually sit in one home).
+    return datetime.combine(aired, clock, tzinfo=time_zone)
+
+
+class EpisodeCalendar(EpisodeSyncEntity, CalendarEntity):
+    """The mirrored episodes on their air dates."""
+
+    _index: AirDateIndex | None = None
+    _indexed: Mirror | None = None
+
+    def _air_dates(self) -> AirDateIndex:
+        """The index of the current mirror, rebuilt only when the mirror or time zone changed."""
+        mirror = self.coordinator.data.mirror
+        time_zone = dt_util.get_default_time_zone()
+        index = self._index
+        if index is None or mirror is not self._indexed or index.time_zone is not time_zone:
+            index = self._index = AirDateIndex.build(
+                mirror, self.coordinator.display_filter, time_zone
+            )
+            self._indexed = mirror
+        return index
+
+    @property
+    def event(self) -> CalendarEvent | None:
+        """The episode airing now, else the next one to air."""
+        now = dt_util.now()
+        index = self._air_dates()
+        # Yesterday's timed airings may still run (runtimes are cut to a day).
+        first = bisect_left(index.dates, (now.date() - timedelta(days=1)).isoformat())
+        for day in islice(index.dates, first, None):
+            for event in index.events(day):
+                if event.end_datetime_local > now:
+                    return event
+        return None
+
+    async def async_get_events(
+        self, hass: HomeAssistant, start_date: datetime, end_date: datetime
+    ) -> list[CalendarEvent]:
+        """The airings that overlap ``[start_date, end_date)``, in start order."""
+        index = self._air_dates()
+        first = (dt_util.as_local(start_date).date() - timedelta(days=1)).isoformat()
+        last = dt_util.as_local(end_date).date().isoformat()
+        days = index.dates[bisect_left(index.dates, first) : bisect_right(index.dates, last)]
+        return [
+            event
+            for day in days
+            for event in index.events(day)
+            if event.start_datetime_local < end_date and event.end_datetime_local > start_date
+        ]

@@ -1,0 +1,144 @@
+"""Posters and stills without leaking the server's token.
+
+Plex artwork needs the token to fetch (docs: plex §5, "never put a tokenised
+URL in an HA state"), so dashboards get a Home Assistant path instead:
+``/api/episode_sync/image/<entry id>/<item id>``. The view behind it looks the
+id up in the mirror and fetches the item's artwork through the client, which
+adds the credentials itself; a caller can never name a server path.
+
+The view requires authentication. An ``<img>`` in a card sends no
+``Authorization`` header, so the paths published in attributes and events are
+signed (``async_sign_path``, HA's ``authSig`` query parameter).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+import time
+
+from aiohttp import web
+from homeassistant.components.http.auth import async_sign_path
+from homeassistant.config_entries import ConfigEntryState
+from homeassistant.core import HomeAssistant
+from homeassistant.helpers.http import HomeAssistantView
+
+from .api.errors import MediaServerError, MediaServerNotFoundError
+from .api.models import Episode, Show
+from .client import MediaClient
+from .const import DOMAIN, LOGGER
+from .sync import Mirror
+
+IMAGE_URL = "/api/episode_sync/image/{entry_id}/{item_id}"
+
+#: How long a signed path is valid. ``async_sign_path`` puts ``iat`` and
+#: ``exp`` into the signature, so every call yields a new string: signing at
+#: each state write would change the attributes (and reload every ``<img>``)
+#: at every sync. Instead a path is signed once and reused until half its
+#: lifetime has passed. The sensor writes its state at every sync (10 min by
+#: default, at most the push safety-net interval), so a path in a state is
+#: always valid for days, and a path in an event (a notification's picture)
+#: stays loadable for at least ``SIGN_LIFETIME - RESIGN_AFTER``.
+SIGN_LIFETIME = timedelta(days=7)
+RESIGN_AFTER = SIGN_LIFETIME / 2
+#: Signed paths kept at most; stale ones are dropped first when it is reached.
+MAX_SIGNED = 2048
+
+#: Browsers may keep an image this long. Private: the view needs auth. A Plex
+#: path carries a version of the artwork (``v``), so changed art gets a new URL.
+CACHE_CONTROL = "private, max-age=86400"
+
+
+class ImagePaths:
+    """Signed Home Assistant paths of one entry's artwork, and the items behind them."""
+
+    def __init__(
+        self,
+        hass: HomeAssistant,
+        entry_id: str,
+        client: MediaClient,
+        mirror: Callable[[], Mirror],
+    ) -> None:
+        """Bind to an entry; ``mirror`` returns the current (immutable) mirror."""
+        self._hass = hass
+        self._entry_id = entry_id
+        self._client = client
+        self._mirror = mirror
+        #: unsigned path -> (signed at, signed path)
+        self._signed: dict[str, tuple[float, str]] = {}
+        self._indexed: Mirror | None = None
+        self._items: dict[str, Show | Episode] = {}
+
+    def path(self, item: Show | Episode) -> str | None:
+        """The signed path of an item's artwork; None when the server has none."""
+        version = self._client.image_version(item)
+        if version is None:
+            return None
+        path = IMAGE_URL.format(entry_id=self._entry_id, item_id=item.id)
+        return self._sign(f"{path}?v={version}" if version else path)
+
+    def item(self, item_id: str) -> Show | Episode | None:
+        """The mirrored show or episode with this id.
+
+        The index is rebuilt only when the mirror object changes (a sync that
+        changed something replaces it; nothing mutates it in place).
+        """
+        mirror = self._mirror()
+        if mirror is not self._indexed:
+            items: dict[str, Show | Episode] = {}
+            for library in mirror.libraries.values():
+                for show in library.shows.values():
+                    items[show.show.id] = show.show
+                    items.update(show.episodes)
+            self._items, self._indexed = items, mirror
+        return self._items.get(item_id)
+
+    def _sign(self, path: str) -> str:
+        now = time.time()
+        cached = self._signed.get(path)
+        if cached is not None and now - cached[0] < RESIGN_AFTER.total_seconds():
+            return cached[1]
+        if len(self._signed) >= MAX_SIGNED:
+            fresh = now - RESIGN_AFTER.total_seconds()
+            self._signed = {k: v for k, v in self._signed.items() if v[0] > fresh}
+        # The content user (HA's read-only system user for signed media): the
+        # paths are made during a sync, outside any user's request.
+        signed = async_sign_path(self._hass, path, SIGN_LIFETIME, use_content_user=True)
+        self._signed[path] = (now, signed)
+        return signed
+
+
+class EpisodeImageView(HomeAssistantView):
+    """Serves a mirrored item's artwork, fetched from the server with the credentials."""
+
+    url = IMAGE_URL
+    name = "api:episode_sync:image"
+    requires_auth = True
+
+    def __init__(self, hass: HomeAssistant) -> None:
+        """Keep Home Assistant to look the entries up."""
+        self._hass = hass
+
+    async def get(self, request: web.Request, entry_id: str, item_id: str) -> web.Response:
+        """Answer the image, 404 for ids the mirror does not know, 502/504 for the server."""
+        entry = self._hass.config_entries.async_get_entry(entry_id)
+        if entry is None or entry.domain != DOMAIN or entry.state is not ConfigEntryState.LOADED:
+            return web.Response(status=404)
+        coordinator = entry.runtime_data.coordinator
+        item = coordinator.images.item(item_id)
+        if item is None:
+            return web.Response(status=404)
+        try:
+            image = await coordinator.client.image(item)
+        except MediaServerNotFoundError:
+            return web.Response(status=404)
+        except MediaServerError as err:
+            # The client's messages name paths, never credentials.
+            LOGGER.debug("Artwork of %s from %s failed: %s", item_id, entry.title, err)
+            timed_out = isinstance(err.__cause__, TimeoutError)
+            return web.Response(status=504 if timed_out else 502)
+        return web.Response(
+            body=image.content,
+            content_type=image.content_type,
+            headers={"Cache-Control": CACHE_CONTROL, "X-Content-Type-Options": "nosniff"},
+        )
