@@ -17,6 +17,7 @@ from custom_components.episode_sync.api import plex as plex_api
 from custom_components.episode_sync.api.errors import MediaServerProtocolError
 from custom_components.episode_sync.api.images import media_image
 from custom_components.episode_sync.const import EVENT_NEW_EPISODE
+from custom_components.episode_sync.diagnostics import async_get_config_entry_diagnostics
 from custom_components.episode_sync.image_proxy import RESIGN_AFTER
 from tests.helpers import (
     entity_id,
@@ -111,6 +112,11 @@ async def test_signed_paths_load_without_auth_and_never_leak_the_token(
     assert token not in states
     assert token not in repr([e.data for e in events])
     assert token not in caplog.text
+    # Diagnostics carry neither the server's artwork paths nor signed image paths.
+    diagnostics = repr(await async_get_config_entry_diagnostics(hass, entry))
+    assert "authSig" not in diagnostics
+    assert "/api/episode_sync/image" not in diagnostics
+    assert token not in diagnostics
 
 
 async def test_authenticated_client_unknown_ids_and_server_failures(
