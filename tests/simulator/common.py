@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
 import email.utils
 import json
+import ssl
 from typing import Any, Literal
 
 from aiohttp import web
@@ -107,15 +108,18 @@ class SimServer:
 
     # -- lifecycle ----------------------------------------------------------
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        """Serve on ``host:port`` (0 picks a free port); return the base URL."""
+    async def start(
+        self, host: str = "127.0.0.1", port: int = 0, *, ssl_context: ssl.SSLContext | None = None
+    ) -> str:
+        """Serve on ``host:port`` (0 picks a free port), over TLS with ``ssl_context``."""
         self._runner = web.AppRunner(self.app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port)
+        site = web.TCPSite(self._runner, host, port, ssl_context=ssl_context)
         await site.start()
         sockets = site._server.sockets  # type: ignore[union-attr]
         bound_port = sockets[0].getsockname()[1]
-        self.url = f"http://{host}:{bound_port}"
+        scheme = "https" if ssl_context is not None else "http"
+        self.url = f"{scheme}://{host}:{bound_port}"
         return self.url
 
     async def close(self) -> None:

@@ -21,6 +21,10 @@ class MediaServerTimeoutError(MediaServerConnectionError):
     """The server accepted the connection but did not answer in time."""
 
 
+class MediaServerHostNotFoundError(MediaServerConnectionError):
+    """The server's host name does not resolve (a typo, or a name only another network knows)."""
+
+
 class MediaServerSSLError(MediaServerConnectionError):
     """The TLS handshake failed: most often a self-signed or expired certificate."""
 

@@ -19,6 +19,7 @@ import aiohttp
 from .errors import (
     MediaServerAuthError,
     MediaServerConnectionError,
+    MediaServerHostNotFoundError,
     MediaServerNotFoundError,
     MediaServerProtocolError,
     MediaServerRedirectError,
@@ -90,6 +91,10 @@ class HttpTransport:
         except TimeoutError as err:
             raise MediaServerTimeoutError(
                 f"{self._server} did not answer {path} within {timeout:g} s"
+            ) from err
+        except aiohttp.ClientConnectorDNSError as err:
+            raise MediaServerHostNotFoundError(
+                f"{self._server} host {err.host} could not be resolved"
             ) from err
         except aiohttp.ClientSSLError as err:
             # Certificate errors and failed handshakes alike (aiohttp's
