@@ -36,7 +36,7 @@ from typing import Protocol
 
 from .api.errors import MediaServerProtocolError
 from .api.models import Episode, Library, ServerInfo, Show
-from .api.paging import bounded_gather
+from .api.paging import bounded_gather, reuse_items
 
 #: The cursor is moved back by this much before each delta query: Plex's
 #: ``>>=`` is strict with one-second resolution and Jellyfin leaves a new row's
@@ -292,7 +292,7 @@ class _Builder:
         for episode_id, fetched in list(episodes.items()):
             previous = before.get(episode_id)
             if previous is not None:
-                if not self.trusts_added_at:
+                if not self.trusts_added_at and fetched.added_at != previous.added_at:
                     episodes[episode_id] = replace(fetched, added_at=previous.added_at)
                 if previous != episodes[episode_id]:
                     self.updated[show.library_id] += 1
@@ -448,9 +448,14 @@ class SyncEngine:
         backend = self._backend
         libraries = [lib for lib in await backend.libraries() if lib.id in self._library_ids]
 
+        async def listed_episodes(library: Library) -> list[Episode]:
+            # Set inside this job's own task: only the episode listing reuses.
+            with reuse_items(_reusing(mirror.libraries.get(library.id), backend.trusts_added_at)):
+                return await backend.episodes(library.id)
+
         async def fetch(library: Library) -> tuple[Library, list[Show], list[Episode]]:
             shows, episodes = await bounded_gather(
-                (backend.shows(library.id), backend.episodes(library.id)), 2
+                (backend.shows(library.id), listed_episodes(library)), 2
             )
             return library, shows, episodes  # type: ignore[return-value]  # one list per job
 
@@ -698,6 +703,34 @@ def _agrees(show: Show, fresh: Mapping[str, Episode] | None, old: ShowMirror | N
     else:
         counts = (0, 0)
     return counts == (show.episode_count, show.watched_count)
+
+
+def _reusing(
+    old: LibraryMirror | None, trusts_added_at: bool
+) -> Callable[[list[Episode]], list[Episode]]:
+    """Swap each parsed episode for the mirror's equal one, page by page.
+
+    Equal means what ``_Builder.show`` keeps unchanged: when the server's
+    "added" date is not trusted, the mirror's ``added_at`` stands. A full sync
+    of an unchanged library then keeps the old objects and creates almost no
+    long-lived ones, so the garbage collector has nothing new to walk while
+    both mirrors are alive (at 100,000 episodes its passes blocked the loop).
+    """
+    shows: Mapping[str, ShowMirror] = old.shows if old is not None else {}
+
+    def reuse(page: list[Episode]) -> list[Episode]:
+        kept = []
+        for episode in page:
+            entry = shows.get(episode.show_id)
+            known = entry.episodes.get(episode.id) if entry is not None else None
+            same = known is not None and (
+                episode == known
+                or (not trusts_added_at and replace(episode, added_at=known.added_at) == known)
+            )
+            kept.append(known if same and known is not None else episode)
+        return kept
+
+    return reuse
 
 
 def _placed(episode: Episode, library_id: str) -> Episode:

@@ -7,13 +7,19 @@ how many items the server really serves per page; the remaining pages are
 then requested at that stride, a few at a time. Any gap left by a page that
 came back shorter than the stride is filled by asking again from where the
 rows stop, so nothing is skipped even when the server changes its mind.
+
+A caller may also ask, for the duration of one listing, that each page's
+items be swapped as the page arrives (see ``reuse_items``).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+import contextlib
+from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import Any
 
 #: Parsing hands the event loop back every this many rows (a 100,000-episode
 #: listing parsed in one go would block Home Assistant for a noticeable time).
@@ -32,6 +38,32 @@ class Page[T]:
 #: Fetch and parse ``size`` rows from ``start``.
 type PageFetcher[T] = Callable[[int, int], Awaitable[Page[T]]]
 
+#: Maps a freshly parsed page of items to the items to keep (same length).
+type Reuse = Callable[[list[Any]], list[Any]]
+
+#: The listing's reuse step, set with ``reuse_items``. A context variable, not
+#: a parameter, so the clients' and the engine's ``Backend`` signatures stay
+#: as they are: any listing made inside the ``with`` block (and the tasks it
+#: starts) applies it.
+_REUSE: ContextVar[Reuse | None] = ContextVar("episode_sync_reuse", default=None)
+
+
+@contextlib.contextmanager
+def reuse_items(reuse: Reuse) -> Iterator[None]:
+    """Pass every page parsed inside this block through ``reuse`` as it arrives.
+
+    The sync engine uses it during a full sync to keep the mirror's own,
+    equal objects instead of the ones just parsed. Swapped page by page, the
+    parsed duplicates die at once: kept to the end of a 100,000-episode
+    listing they were promoted through the garbage collector's generations,
+    and its passes over them blocked the event loop.
+    """
+    token = _REUSE.set(reuse)
+    try:
+        yield
+    finally:
+        _REUSE.reset(token)
+
 
 async def fetch_all[T](fetch: PageFetcher[T], page_size: int, concurrency: int) -> list[T]:
     """Every item of a listing, each page parsed as it arrives.
@@ -40,6 +72,9 @@ async def fetch_all[T](fetch: PageFetcher[T], page_size: int, concurrency: int) 
     100,000 episodes, holding every raw row until the end made the garbage
     collector's full passes block the event loop.
     """
+    reuse = _REUSE.get()
+    if reuse is not None:
+        fetch = _reusing(fetch, reuse)
     first = await fetch(0, page_size)
     items = list(first.items)
     total = first.total
@@ -57,6 +92,16 @@ async def fetch_all[T](fetch: PageFetcher[T], page_size: int, concurrency: int) 
     if position < total:
         await _sequential(fetch, position, total, stride, items)
     return items
+
+
+def _reusing[T](fetch: PageFetcher[T], reuse: Reuse) -> PageFetcher[T]:
+    """``fetch`` with each page's items passed through ``reuse``."""
+
+    async def fetch_reusing(start: int, size: int) -> Page[T]:
+        page = await fetch(start, size)
+        return Page(reuse(page.items), page.served, page.total)
+
+    return fetch_reusing
 
 
 async def _sequential[T](

@@ -1,0 +1,180 @@
+"""A full sync keeps the mirror's own episode objects; the stored mirror's layouts load.
+
+A full sync swaps each parsed episode for the mirror's equal one as its page
+arrives, so at 100,000 episodes the parsed duplicates die at once instead of
+being walked by the garbage collector (``script/bench`` measures the loop).
+These tests pin the behaviour itself: identity of the kept objects, through
+the real clients over HTTP against the simulators.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+from typing import Any
+
+import aiohttp
+from homeassistant.core import HomeAssistant
+import orjson
+
+from custom_components.episode_sync.api.jellyfin import JellyfinClient
+from custom_components.episode_sync.api.models import Episode, Show
+from custom_components.episode_sync.api.plex import PlexClient
+from custom_components.episode_sync.const import DOMAIN
+from custom_components.episode_sync.store import (
+    _rows_to_strings,
+    async_decode_mirror,
+    decode_mirror,
+    encode_mirror,
+)
+from custom_components.episode_sync.sync import (
+    YIELD_EVERY,
+    LibraryMirror,
+    Mirror,
+    ShowMirror,
+    SyncEngine,
+    SyncMode,
+    SyncState,
+)
+from tests.helpers import plex_entry, setup_entry, state_of, tv_library_ids
+from tests.simulator.jellyfin import JellyfinSimulator
+from tests.simulator.plex import PlexSimulator
+
+
+async def _full_sync_keeps_equal_episodes(
+    sim: PlexSimulator | JellyfinSimulator, client: PlexClient | JellyfinClient
+) -> None:
+    info = await client.server_info()
+    engine = SyncEngine(client, server_id=info.server_id, library_ids=tv_library_ids(sim.model))
+    first = await engine.sync(Mirror(), SyncState())
+    shows = [s for lib in first.mirror.libraries.values() for s in lib.shows.values()]
+    # An arrival seen by an incremental sync: on Jellyfin its added_at is the
+    # time the mirror first saw it, not the file's DateCreated.
+    sim.clock.advance(10)
+    arrival = sim.model.add_episode(shows[0].show.id, 9, 1, file_created_at=1)
+    sim.clock.advance(10)
+    second = await engine.sync(first.mirror, first.state)
+    assert (second.mode, len(second.added)) == (SyncMode.INCREMENTAL, 1)
+    renamed = next(iter(shows[1].episodes.values()))
+    sim.model.rename_episode(renamed.id, "Renamed before the full sync")
+    sim.clock.advance(10)
+
+    sim.clear_log()
+    full = await engine.sync(second.mirror, second.state, force_full=True)
+
+    assert full.mode is SyncMode.FULL
+    assert full.api_calls == len(sim.requests)
+    assert (len(full.added), len(full.removed), full.updated) == (0, 0, 1)
+    before = {e.id: e for _, _, e in second.mirror.episodes()}
+    after = {e.id: e for _, _, e in full.mirror.episodes()}
+    assert before.keys() == after.keys()
+    kept = sorted(eid for eid in after if after[eid] is before[eid])
+    # Every unchanged episode is the very object the mirror held.
+    assert kept == sorted(eid for eid in after if eid != renamed.id)
+    assert after[renamed.id].title == "Renamed before the full sync"
+    assert after[arrival.id].added_at == before[arrival.id].added_at
+
+
+async def test_plex_full_sync_keeps_the_mirrors_equal_episodes(plex_sim: PlexSimulator) -> None:
+    async with aiohttp.ClientSession() as session:
+        client = PlexClient(session, plex_sim.url, plex_sim.token, client_id="reuse-test")
+        await _full_sync_keeps_equal_episodes(plex_sim, client)
+
+
+async def test_jellyfin_full_sync_keeps_the_mirrors_equal_episodes(
+    jellyfin_sim: JellyfinSimulator,
+) -> None:
+    async with aiohttp.ClientSession() as session:
+        client = JellyfinClient(session, jellyfin_sim.url, device_id="r" * 32)
+        await client.login("alice", "secret")
+        await _full_sync_keeps_equal_episodes(jellyfin_sim, client)
+
+
+async def test_layout_1_1_is_migrated_on_load(
+    hass: HomeAssistant, plex_sim: PlexSimulator, hass_storage: dict[str, Any]
+) -> None:
+    """A mirror stored with row lists (layout 1.1) loads, then is stored as 1.2."""
+    entry = plex_entry(plex_sim)
+    await setup_entry(hass, entry)
+    key = f"{DOMAIN}.{entry.entry_id}.library"
+    stored = hass_storage[key]
+    assert stored["minor_version"] == 2
+    synced = decode_mirror(stored["data"])
+    for library in stored["data"]["libraries"]:
+        for show in library["shows"]:
+            assert isinstance(show[5], str)
+            show[5] = orjson.loads(show[5])  # back to the layout of 1.1
+    stored["minor_version"] = 1
+
+    plex_sim.clear_log()
+    assert await hass.config_entries.async_reload(entry.entry_id)
+    await hass.async_block_till_done()
+
+    assert state_of(hass, entry, "sensor", "sync_mode") == "incremental"
+    assert [r.path for r in plex_sim.requests] == ["/", "/library/sections"]
+    assert hass_storage[key]["minor_version"] == 2
+    assert decode_mirror(hass_storage[key]["data"]) == synced
+
+
+def _large_mirror(shows: int, episodes: int) -> Mirror:
+    entries = {}
+    for s in range(shows):
+        show = Show(
+            id=f"s{s}", library_id="1", title=f"Show {s}", episode_count=episodes, watched_count=0
+        )
+        entries[show.id] = ShowMirror.build(
+            show,
+            {
+                f"{s}-{n}": Episode(
+                    id=f"{s}-{n}",
+                    show_id=show.id,
+                    library_id="1",
+                    season=1,
+                    number=n,
+                    title=f"Episode {n}",
+                    air_date="2024-05-01",
+                    added_at=1_700_000_000 + n,
+                    watched=n % 2 == 0,
+                    duration=1500,
+                )
+                for n in range(episodes)
+            },
+        )
+    return Mirror(
+        server_id="srv", libraries={"1": LibraryMirror(id="1", title="TV", shows=entries)}
+    )
+
+
+async def _loop_turns_during[T](job: Awaitable[T]) -> tuple[T, int]:
+    """Run a job; count how often another task got the loop meanwhile."""
+    turns = 0
+
+    async def other() -> None:
+        nonlocal turns
+        while True:
+            await asyncio.sleep(0)
+            turns += 1
+
+    task = asyncio.create_task(other())
+    await asyncio.sleep(0)
+    before = turns
+    try:
+        return await job, turns - before
+    finally:
+        task.cancel()
+
+
+async def test_a_large_mirror_is_decoded_and_migrated_in_steps() -> None:
+    mirror = _large_mirror(shows=30, episodes=100)  # 3,000 episodes: two steps at least
+    assert mirror.episode_count > YIELD_EVERY
+    data = orjson.loads(orjson.dumps(await encode_mirror(mirror)))
+
+    decoded, turns = await _loop_turns_during(async_decode_mirror(data))
+    assert decoded == mirror == decode_mirror(data)
+    assert turns >= 1
+
+    for show in data["libraries"][0]["shows"]:
+        show[5] = orjson.loads(show[5])  # layout 1.1
+    _, turns = await _loop_turns_during(_rows_to_strings(data))
+    assert turns >= 1
+    assert decode_mirror(data) == mirror
