@@ -620,3 +620,17 @@ async def test_dirty_library_is_looked_at_with_an_unchanged_marker() -> None:
     assert result.updated == 1
     renamed = next(e for _, _, e in result.mirror.episodes() if e.id == episode.id)
     assert renamed.title == "Renamed"
+
+
+async def test_unnumbered_episodes_of_a_rekeyed_show_cannot_be_matched() -> None:
+    """Without a number there is no slot to match: the old one goes, the new one is new."""
+    backend = make_backend()
+    backend.add("s0", "special", 0, 0)
+    backend.episodes_by_show["s0"][-1] = replace(backend.episodes_by_show["s0"][-1], number=None)
+    harness = Harness(backend)
+    await harness.sync()
+    rekey_everything(backend)
+    result = await harness.sync()
+    assert [e.id for e in result.added] == ["new-special"]
+    assert [e.id for e in result.removed] == ["special"]
+    assert result.rekeyed == 12
