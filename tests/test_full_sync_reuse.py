@@ -19,6 +19,7 @@ import orjson
 
 from custom_components.episode_sync.api.jellyfin import JellyfinClient
 from custom_components.episode_sync.api.models import Episode, Show
+from custom_components.episode_sync.api.paging import Page, fetch_all, reuse_items
 from custom_components.episode_sync.api.plex import PlexClient
 from custom_components.episode_sync.const import DOMAIN
 from custom_components.episode_sync.store import (
@@ -178,3 +179,22 @@ async def test_a_large_mirror_is_decoded_and_migrated_in_steps() -> None:
     _, turns = await _loop_turns_during(_rows_to_strings(data))
     assert turns >= 1
     assert decode_mirror(data) == mirror
+
+
+async def test_reuse_swaps_each_page_inside_the_block_only() -> None:
+    async def fetch(start: int, size: int) -> Page[int]:
+        rows = list(range(start, min(start + size, 12)))
+        return Page(rows, len(rows), 12)
+
+    pages: list[list[int]] = []
+
+    def reuse(page: list[int]) -> list[int]:
+        pages.append(page)
+        return [-row for row in page]
+
+    with reuse_items(reuse):
+        inside = await fetch_all(fetch, 5, 2)
+    outside = await fetch_all(fetch, 5, 2)
+    assert inside == [-row for row in range(12)]
+    assert pages == [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9], [10, 11]]  # one call per page
+    assert outside == list(range(12))

@@ -74,7 +74,7 @@ async def fetch_all[T](fetch: PageFetcher[T], page_size: int, concurrency: int) 
     """
     reuse = _REUSE.get()
     if reuse is not None:
-        fetch = _reusing(fetch, reuse)
+        fetch = _with_reuse(fetch, reuse)
     first = await fetch(0, page_size)
     items = list(first.items)
     total = first.total
@@ -94,7 +94,7 @@ async def fetch_all[T](fetch: PageFetcher[T], page_size: int, concurrency: int) 
     return items
 
 
-def _reusing[T](fetch: PageFetcher[T], reuse: Reuse) -> PageFetcher[T]:
+def _with_reuse[T](fetch: PageFetcher[T], reuse: Reuse) -> PageFetcher[T]:
     """``fetch`` with each page's items passed through ``reuse``."""
 
     async def fetch_reusing(start: int, size: int) -> Page[T]:
