@@ -42,7 +42,7 @@ import pytest
 
 from custom_components.episode_sync.api import http
 from custom_components.episode_sync.const import CONF_LIBRARIES, DOMAIN
-from tests.helpers import tv_library_ids
+from tests.helpers import plex_entry, tv_library_ids
 from tests.simulator.common import Fault
 from tests.simulator.jellyfin import JellyfinSimulator
 from tests.simulator.plex import PlexSimulator
@@ -330,3 +330,17 @@ async def test_jellyfin_bad_input_then_success(
     )
     await _finish(hass, flow_id, result, tv_library_ids(tls_jellyfin.model))
     assert tls_jellyfin.count("/Items") >= 2  # the first sync's listings
+
+
+async def test_certificate_error_at_runtime_says_what_to_do(
+    hass: HomeAssistant, tls_plex: PlexSimulator
+) -> None:
+    """An entry whose server's certificate fails the check: not ready, with the remedy."""
+    entry = plex_entry(tls_plex)
+    entry.add_to_hass(hass)
+    assert not await hass.config_entries.async_setup(entry.entry_id)
+    assert entry.state is ConfigEntryState.SETUP_RETRY
+    assert entry.reason is not None
+    assert "TLS certificate could not be verified" in entry.reason
+    assert "Verify SSL certificate" in entry.reason
+    assert tls_plex.token not in entry.reason

@@ -60,7 +60,7 @@ type Sim = PlexSimulator | JellyfinSimulator
 
 #: The client timeout during these tests (production: 30 s), and how long a
 #: ``timeout`` fault holds its request: well beyond the former.
-CLIENT_TIMEOUT = 0.25
+CLIENT_TIMEOUT = 0.5
 HOLD = 2.0
 
 #: Keys whose absence makes a page unusable: item ids, section keys, server ids.
@@ -157,8 +157,9 @@ class World:
         assert state_of(self.hass, self.entry, "sensor", "episodes") == str(len(expected))
         assert state_of(self.hass, self.entry, "sensor", "sync_mode") == mode
 
-    def assert_untouched(self, before: bytes) -> None:
-        """Nothing committed, nothing announced (the snapshot is compared by the caller)."""
+    async def assert_untouched(self, before: bytes) -> None:
+        """Nothing committed (mirror, state, both stores), nothing announced."""
+        assert await self.snapshot() == before
         assert self.new_episodes == []
         assert self.many == []
 
@@ -222,8 +223,7 @@ async def test_faults_during_the_first_sync(
         assert not await hass.config_entries.async_setup(entry.entry_id), (name, k)
         assert fault.fired >= k + 1, (name, k)
         assert entry.state is ConfigEntryState.SETUP_RETRY, (name, k)
-        assert await world.snapshot() == before, (name, k)
-        world.assert_untouched(before)
+        await world.assert_untouched(before)
         sim.clear_faults()
         assert await hass.config_entries.async_reload(entry.entry_id)
         await hass.async_block_till_done()
@@ -289,8 +289,7 @@ async def test_faults_during_a_sync_with_a_change(
             sim.clear_faults()
             continue
         assert not coordinator.last_update_success, (name, k)
-        assert await world.snapshot() == before, (name, k)
-        world.assert_untouched(before)
+        await world.assert_untouched(before)
         assert state_of(hass, entry, "sensor", "episodes") == "unavailable", (name, k)
         assert state_of(hass, entry, "sensor", "last_sync") == "unavailable", (name, k)
 
@@ -336,8 +335,7 @@ async def test_token_refused_in_the_middle_of_a_sync(
         assert fault.fired == k + 1, k
         flows = hass.config_entries.flow.async_progress_by_handler(DOMAIN)
         assert [f["context"]["source"] for f in flows] == ["reauth"], k
-        assert await world.snapshot() == before, k
-        world.assert_untouched(before)
+        await world.assert_untouched(before)
         assert state_of(hass, entry, "sensor", "episodes") == "unavailable", k
 
         # A finished reauth reloads the entry; here the next poll simply runs
