@@ -222,6 +222,10 @@ async def test_index_is_built_once_per_mirror(
     events = await _get_events(hass, calendar, start, start + timedelta(days=30))
     assert len(builds) == 2
     assert "Later" in {e["summary"].rsplit(D, 1)[-1] for e in events}
+    # Another time zone moves timed airings: the next query rebuilds.
+    await hass.config.async_set_time_zone("Pacific/Auckland")
+    await _get_events(hass, calendar, start, start + timedelta(days=30))
+    assert len(builds) == 3
 
 
 def test_odd_dates_and_times_do_not_break_the_calendar() -> None:
