@@ -80,7 +80,7 @@ async def test_signed_paths_load_without_auth_and_never_leak_the_token(
     assert newest["title"] == "Fresh"
     prefix = f"/api/episode_sync/image/{entry.entry_id}/"
     assert newest["poster"].startswith(prefix + show.id)
-    assert newest["thumb"].startswith(prefix + episode.id)
+    assert newest["thumb"].startswith(f"{prefix}{show.id}/{episode.id}")
     assert "authSig=" in newest["poster"]
     assert events[0].data["poster"] == newest["poster"]
     assert events[0].data["thumb"] == newest["thumb"]
@@ -141,6 +141,7 @@ async def test_authenticated_client_unknown_ids_and_server_failures(
 
     # Ids the mirror does not know never reach the server.
     assert (await client.get(f"{base}/999999")).status == 404
+    assert (await client.get(f"{base}/{show.id}/999999")).status == 404
     assert (await client.get(f"/api/episode_sync/image/not-an-entry/{show.id}")).status == 404
     assert plex_sim.count("/thumb/") == 1
 
@@ -183,7 +184,8 @@ async def test_plex_item_without_artwork_has_no_path(
     episode = next(e for e in plex_sim.model.all_episodes() if e.title == "Bare")
     client = await hass_client()
     plex_sim.clear_log()
-    response = await client.get(f"/api/episode_sync/image/{entry.entry_id}/{episode.id}")
+    base = f"/api/episode_sync/image/{entry.entry_id}"
+    response = await client.get(f"{base}/{episode.show_id}/{episode.id}")
     assert response.status == 404
     assert plex_sim.count("/thumb/") == 0
 
