@@ -315,6 +315,11 @@ async def test_plex_metadata_list_returns_the_items_that_exist(
     assert status == 200
     assert [r["ratingKey"] for r in container["Metadata"]] == known
     assert (await _plex(session, plex_sim, "/library/metadata/999999"))[0] == 404
+    assert (await _plex(session, plex_sim, "/library/metadata/999998,999999"))[1] == {"size": 0}
+    plex_sim.metadata_list_404_on_unknown = True
+    partial = f"/library/metadata/{known[0]},999999"
+    assert (await _plex(session, plex_sim, partial))[0] == 404
+    assert (await _plex(session, plex_sim, f"/library/metadata/{known[0]}"))[0] == 200
 
 
 async def test_plex_leaves_are_paged_and_images_need_the_token(

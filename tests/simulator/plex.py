@@ -27,7 +27,8 @@ Implements the simulator checklist of the project's Plex notes (docs/plex-api.md
 - ``includeCollections=0`` accepted; ``Guid[]`` only with ``includeGuids=1``;
   trimming (``excludeFields``/``excludeElements``) honoured unless
   ``ignore_trimming`` (DESC: "requests, not guarantees");
-- ``/library/metadata/{a,b,c}`` returns the items that exist (one unknown id: 404);
+- ``/library/metadata/{a,b,c}`` returns the items that exist (one unknown id: 404;
+  ``metadata_list_404_on_unknown`` makes any unknown id a 404, UNCONFIRMED);
 - trash mode: with ``auto_empty_trash`` off, ``delete_file`` keeps the episode
   with ``deletedAt`` (still listed; ``trash=1`` lists only trash); whether it
   counts in ``leafCount`` is ``trash_counts_in_leaf_count`` (default no);
@@ -155,6 +156,10 @@ class PlexSimulator(SimServer):
         #: plex §8). Default no: the listings still show them, so counts and
         #: listings disagree, the case a client must survive.
         self.trash_counts_in_leaf_count = False
+        #: A ``/library/metadata/a,b,c`` list with an unknown id: the items that
+        #: exist (default, checklist) or a 404 for the whole list (UNCONFIRMED,
+        #: docs: plex §2.8 "do not trust the status code").
+        self.metadata_list_404_on_unknown = False
         #: Per section: items a running scan still has to process, and its progress.
         self._update_queue: dict[str, int] = {}
         self._scan_progress: dict[str, int] = {}
@@ -533,7 +538,12 @@ class PlexSimulator(SimServer):
                 rows.append(self._show_row(show))
         if not rows and len(ids) == 1:
             return self._not_found()
-        return self._reply(request, {"size": len(rows), "Metadata": rows})
+        if len(rows) < len(ids) and self.metadata_list_404_on_unknown:
+            return self._not_found()
+        container: dict[str, Any] = {"size": len(rows)}
+        if rows:  # optional elements are left out, not sent empty
+            container["Metadata"] = rows
+        return self._reply(request, container)
 
     async def _thumb(self, request: web.Request) -> web.Response:
         if (denied := self._guard(request)) is not None:
