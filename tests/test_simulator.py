@@ -451,10 +451,17 @@ async def test_plex_instrumentation_flags_bad_requests(
         plex_sim,
         f"/library/sections/{section}/all?X-Plex-Container-Start=0&X-Plex-Container-Size=5",
     )
+    await _plex(
+        session,
+        plex_sim,
+        f"/library/sections/{section}/all?type=4&addedAt>=1&updatedAt>>=1"
+        "&X-Plex-Container-Start=0&X-Plex-Container-Size=5",
+        raw=True,
+    )
     reasons = [reason for _, reason in plex_sim.protocol_violations()]
-    assert reasons == ["no-json-accept", "no-client-id", "unpaged-listing"]
-    assert plex_sim.count_by_client() == {"": 1, "sim-test": 1}
-    assert plex_sim.count_by_route() == {"/library/sections/{section}/all": 2}
+    assert reasons == ["no-json-accept", "no-client-id", "unpaged-listing", "plain-gte-on-date"]
+    assert plex_sim.count_by_client() == {"": 1, "sim-test": 2}
+    assert plex_sim.count_by_route() == {"/library/sections/{section}/all": 3}
 
 
 async def test_plex_full_and_incremental_sync_send_clean_requests(

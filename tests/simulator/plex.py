@@ -45,7 +45,7 @@ Implements the simulator checklist of the project's Plex notes (docs/plex-api.md
 - ratingKeys are non-sequential strings, never reused; re-match = new key;
 - instrumentation: ``count_by_route`` (per endpoint), ``count_by_client`` (per
   ``X-Plex-Client-Identifier``) and ``protocol_violations`` (no JSON Accept, no
-  client id, an unpaged listing).
+  client id, an unpaged listing, plain ``>=`` on a date).
 
 The websocket is tests/simulator/plex_push.py.
 """
@@ -263,8 +263,9 @@ class PlexSimulator(SimServer):
         """Logged requests a real PMS would punish, each with the reason.
 
         ``no-json-accept`` (PMS answers XML), ``no-client-id`` (one identifier
-        per install, docs: plex §1) and ``unpaged-listing`` (a listing without
-        both Start and Size, docs: plex §3).
+        per install, docs: plex §1), ``unpaged-listing`` (a listing without
+        both Start and Size, docs: plex §3) and ``plain-gte-on-date`` (``>=``
+        or ``<=`` on a date field, which is no date operator, docs: plex §4).
         """
         found: list[tuple[LoggedRequest, str]] = []
         for r in self.requests:
@@ -279,6 +280,14 @@ class PlexSimulator(SimServer):
                 for name in ("X-Plex-Container-Start", "X-Plex-Container-Size")
             ):
                 found.append((r, "unpaged-listing"))
+            # aiohttp splits ``addedAt>=5`` into the key ``addedAt>`` (``>>=``: ``addedAt>>``).
+            if any(
+                key.rstrip("<>") in _DATE_FIELDS
+                and key[-1:] in "<>"
+                and key[-2:] not in (">>", "<<")
+                for key in r.query
+            ):
+                found.append((r, "plain-gte-on-date"))
         return found
 
     # -- routes -------------------------------------------------------------------------
