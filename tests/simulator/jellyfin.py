@@ -537,16 +537,17 @@ class JellyfinSimulator(SimServer):
         types = _csv(q, "includeitemtypes")
         fields = _csv(q, "fields")
         played = q.get("isplayed", "").lower()
+
+        def listed(episode: SimEpisode) -> bool:
+            if played:  # an explicit isPlayed wins over HidePlayedInLatest
+                return episode.watched == (played == "true")
+            return not (self.hide_played_in_latest and episode.watched)
+
         episodes = [
             (show, e)
             for show in self._scope(q)
             for e in show.real_episodes()
-            if (not types or "episode" in types)
-            and (
-                e.watched == (played == "true")
-                if played
-                else not (self.hide_played_in_latest and e.watched)
-            )
+            if (not types or "episode" in types) and listed(e)
         ]
         episodes.sort(key=lambda pair: pair[1].file_created_at or pair[1].added_at, reverse=True)
         limit = int(q.get("limit", "20"))
