@@ -95,8 +95,9 @@ class PlexPush:
 
     async def _write(self, ws: web.WebSocketResponse, queue: asyncio.Queue[Frame | None]) -> None:
         while (frame := await queue.get()) is not None:
+            text = frame["__raw__"] if "__raw__" in frame else json.dumps(frame)
             with contextlib.suppress(ConnectionError, RuntimeError):
-                await ws.send_str(json.dumps(frame))
+                await ws.send_str(text)
 
     def send(self, frames: list[Frame]) -> None:
         """Queue frames for every open socket (dropping the next ``drop_frames``)."""
@@ -108,6 +109,12 @@ class PlexPush:
             for queue in self._queues.values():
                 queue.put_nowait(frame)
                 self.frames_sent += 1
+
+    def send_raw(self, data: str) -> None:
+        """Queue a text frame as is (e.g. not JSON: a client must survive it)."""
+        for queue in self._queues.values():
+            queue.put_nowait({"__raw__": data})
+            self.frames_sent += 1
 
     async def disconnect(self) -> None:
         """Close every socket, as a server restart or a network cut would."""
