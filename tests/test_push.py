@@ -747,3 +747,30 @@ async def _until_real(predicate: Callable[[], bool], what: str) -> None:
     async with asyncio.timeout(10):
         while not predicate():  # noqa: ASYNC110 - the predicate reads a simulator counter
             await asyncio.sleep(0.01)
+
+
+async def test_jellyfin_intervals_and_unload(
+    hass: HomeAssistant, jellyfin_sim: JellyfinSimulator, freezer: FrozenDateTimeFactory
+) -> None:
+    """The poll interval follows the socket; unloading closes it for good."""
+    entry = await _jellyfin_connected(hass, freezer, jellyfin_sim, push_scan_interval=45)
+    coordinator = entry.runtime_data.coordinator
+    assert coordinator.update_interval == timedelta(minutes=45)
+    jellyfin_sim.add_fault(Fault(kind="status", path=JELLYFIN_SOCKET, status=503, times=-1))
+    await jellyfin_sim.push.drop()
+    await _until(lambda: not _listener(entry).connected, "socket closed")
+    assert coordinator.update_interval == timedelta(minutes=10)
+    await _tick(hass, freezer, RECONNECT_DELAYS[0])
+    await _until(lambda: _listener(entry).retries == 2, "reconnect refused")
+    jellyfin_sim.clear_faults()
+    await _tick(hass, freezer, RECONNECT_DELAYS[1])
+    await _until(lambda: _listener(entry).connected, "reconnected")
+    assert coordinator.update_interval == timedelta(minutes=45)
+
+    assert await hass.config_entries.async_unload(entry.entry_id)
+    await _until(lambda: jellyfin_sim.push.connected == 0, "server saw the close")
+    jellyfin_sim.clear_log()
+    jellyfin_sim.model.add_episode(_first_show(jellyfin_sim).id, 3, 1)
+    await _tick(hass, freezer, jellyfin_sim.push.library_update_duration)
+    await _tick(hass, freezer, RECONNECT_DELAYS[-1])
+    assert jellyfin_sim.requests == []
