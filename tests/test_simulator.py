@@ -510,6 +510,31 @@ async def test_plex_trashed_episodes_settle_without_a_sync_loop(
     assert state_of(hass, entry, "sensor", "episodes") == "99"
 
 
+async def test_plex_trash_counted_in_leaf_count_is_repaired_once(
+    hass: HomeAssistant, plex_sim: PlexSimulator, freezer: FrozenDateTimeFactory
+) -> None:
+    """Trash counted in ``leafCount``: one full sync settles it, later syncs stay small."""
+    plex_sim.auto_empty_trash = False
+    plex_sim.trash_counts_in_leaf_count = True
+    entry = plex_entry(plex_sim)
+    await setup_entry(hass, entry)
+    show = _first_show(plex_sim)
+    plex_sim.delete_file(next(iter(show.episodes.values())).id)
+    # The show still lists 20 episodes: the full sync (weekly, or forced) drops
+    # the trashed one and keeps the server's listing of 20 beside 19 episodes.
+    await hass.services.async_call("episode_sync", "force_full_sync", blocking=True)
+    assert state_of(hass, entry, "sensor", "episodes") == "99"
+
+    other = list(plex_sim.model.libraries[_section(plex_sim)].shows.values())[3]
+    plex_sim.model.rename_episode(next(iter(other.episodes.values())).id, "Edited")
+    for _ in range(2):  # a change, then the hourly show check: never the trashed show again
+        plex_sim.clear_log()
+        await next_poll(hass, freezer, timedelta(hours=1))
+        assert state_of(hass, entry, "sensor", "sync_mode") == "incremental"
+        assert plex_sim.count("/allLeaves") == 0
+    assert state_of(hass, entry, "sensor", "episodes") == "99"
+
+
 # -- Jellyfin ---------------------------------------------------------------------------------
 
 

@@ -695,7 +695,17 @@ class SyncEngine:
 
 
 def _agrees(show: Show, fresh: Mapping[str, Episode] | None, old: ShowMirror | None) -> bool:
-    """Whether a show's listed counts match its episodes once the delta is applied."""
+    """Whether a show's listed counts match its episodes once the delta is applied.
+
+    A show listed exactly as stored, with no delta row, agrees whatever its
+    episodes count: the mismatch is one the last repair or full sync already
+    saw and kept (a Plex server that counts trashed episodes in ``leafCount``),
+    so re-fetching the show on every sync would change nothing (docs: plex
+    §9.3(b), "store the server's leafCount, so that a persistent mismatch such
+    as trash does not trigger a sweep on every poll").
+    """
+    if fresh is None and old is not None and old.show == show:
+        return True
     if fresh is not None:
         counts = (len(fresh), sum(e.watched for e in fresh.values()))
     elif old is not None:
