@@ -389,6 +389,13 @@ async def test_plex_lenient_flags(plex_sim: PlexSimulator, session: aiohttp.Clie
             MediaServerProtocolError,
         ),
         ("/Items", lambda p: {"NoItems": []}, "shows", MediaServerProtocolError),
+        # No count (an API key without a user): not "every series is empty".
+        (
+            "/Items",
+            lambda p: {"Items": [{"Id": "x", "Name": "S"}]},
+            "shows",
+            MediaServerProtocolError,
+        ),
     ],
 )
 async def test_jellyfin_bad_payloads(

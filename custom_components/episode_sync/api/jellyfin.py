@@ -347,7 +347,9 @@ async def _series(items: list[dict[str, Any]], library_id: str) -> list[Show]:
     shows = []
     for item in items:
         try:
-            total = int(item.get("RecursiveItemCount", 0))
+            # Filled only for a user with user data on (docs: jellyfin §3): read
+            # as 0 it would make every series look emptied, so it is required.
+            total = int(item["RecursiveItemCount"])
             unplayed = int((item.get("UserData") or {}).get("UnplayedItemCount", total))
             shows.append(
                 Show(
