@@ -267,19 +267,7 @@ class EpisodeSyncCoordinator(DataUpdateCoordinator[SyncSnapshot]):
             if count is None:
                 ir.async_delete_issue(self.hass, DOMAIN, issue_id)
                 continue
-            ir.async_create_issue(
-                self.hass,
-                DOMAIN,
-                issue_id,
-                is_fixable=False,
-                severity=ir.IssueSeverity.WARNING,
-                translation_key="mass_removal",
-                translation_placeholders={
-                    "library": library.title,
-                    "server": self.server.name,
-                    "count": str(count),
-                },
-            )
+            self._raise_issue(issue_id, "mass_removal", library=library.title, count=count)
 
     def _report_delta_failures(self, result: SyncResult) -> None:
         """Raise a repair issue when the delta keeps failing; clear it after a clean delta.
@@ -296,18 +284,22 @@ class EpisodeSyncCoordinator(DataUpdateCoordinator[SyncSnapshot]):
             return  # a forced or scheduled full sync says nothing about the delta
         self._delta_failures += 1
         if self._delta_failures >= DELTA_FAILURES_FOR_ISSUE:
-            ir.async_create_issue(
-                self.hass,
-                DOMAIN,
-                issue_id,
-                is_fixable=False,
-                severity=ir.IssueSeverity.WARNING,
-                translation_key="delta_failing",
-                translation_placeholders={
-                    "server": self.server.name,
-                    "count": str(self._delta_failures),
-                },
-            )
+            self._raise_issue(issue_id, "delta_failing", count=self._delta_failures)
+
+    def _raise_issue(self, issue_id: str, key: str, **placeholders: str | int) -> None:
+        """Raise (or refresh) a warning repair issue about this server; nothing to fix in a flow."""
+        ir.async_create_issue(
+            self.hass,
+            DOMAIN,
+            issue_id,
+            is_fixable=False,
+            severity=ir.IssueSeverity.WARNING,
+            translation_key=key,
+            translation_placeholders={
+                "server": self.server.name,
+                **{name: str(value) for name, value in placeholders.items()},
+            },
+        )
 
     def snapshot(self) -> SyncSnapshot:
         """Compute what the entities show from the mirror and the last sync."""
