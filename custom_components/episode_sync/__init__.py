@@ -13,7 +13,7 @@ from homeassistant.helpers.typing import ConfigType
 
 from .api.errors import MediaServerAuthError, MediaServerError
 from .client import MediaClient, create_client
-from .const import CONF_MAX_CONCURRENCY, DEFAULT_MAX_CONCURRENCY, DOMAIN
+from .const import CONF_MAX_CONCURRENCY, DOMAIN, option
 from .coordinator import EpisodeSyncCoordinator
 from .image_proxy import EpisodeImageView
 from .push import PushListener, async_start_push
@@ -50,7 +50,7 @@ async def async_setup_entry(hass: HomeAssistant, entry: EpisodeSyncConfigEntry) 
     client = create_client(
         hass,
         entry.data,
-        max_concurrency=entry.options.get(CONF_MAX_CONCURRENCY, DEFAULT_MAX_CONCURRENCY),
+        max_concurrency=option(entry.options, CONF_MAX_CONCURRENCY),
     )
     try:
         server = await client.server_info()

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 import logging
-from typing import Final
+from typing import Any, Final
 
 DOMAIN: Final = "episode_sync"
 LOGGER = logging.getLogger(__package__)
@@ -70,3 +71,8 @@ DEFAULT_OPTIONS: Final = {
     CONF_EXCLUDE_KEYWORDS: DEFAULT_EXCLUDE_KEYWORDS,
     CONF_HIDE_SPECIALS: DEFAULT_HIDE_SPECIALS,
 }
+
+
+def option(options: Mapping[str, Any], key: str) -> Any:
+    """An entry's option, or its default (entries made before an option existed lack it)."""
+    return options.get(key, DEFAULT_OPTIONS[key])

@@ -33,16 +33,12 @@ from .const import (
     CONF_MAX_CONCURRENCY,
     CONF_NEW_EPISODE_DAYS,
     CONF_SCAN_INTERVAL,
-    DEFAULT_FULL_SYNC_DAYS,
-    DEFAULT_MAX_CONCURRENCY,
-    DEFAULT_NEW_EPISODE_DAYS,
-    DEFAULT_OPTIONS,
-    DEFAULT_SCAN_INTERVAL,
     DOMAIN,
     EVENT_MANY_NEW_EPISODES,
     EVENT_NEW_EPISODE,
     LOGGER,
     MAX_EVENTS_PER_SYNC,
+    option,
 )
 from .image_proxy import ImagePaths
 from .store import EpisodeSyncStore
@@ -71,12 +67,10 @@ class DisplayFilter:
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> DisplayFilter:
         """Read the entry's options (comma-separated keywords, matched case-insensitively)."""
-        text = str(options.get(CONF_EXCLUDE_KEYWORDS, DEFAULT_OPTIONS[CONF_EXCLUDE_KEYWORDS]))
+        text = str(option(options, CONF_EXCLUDE_KEYWORDS))
         return cls(
             keywords=tuple(word.strip().casefold() for word in text.split(",") if word.strip()),
-            hide_specials=bool(
-                options.get(CONF_HIDE_SPECIALS, DEFAULT_OPTIONS[CONF_HIDE_SPECIALS])
-            ),
+            hide_specials=bool(option(options, CONF_HIDE_SPECIALS)),
         )
 
     def hides_show(self, title: str) -> bool:
@@ -171,9 +165,7 @@ class EpisodeSyncCoordinator(DataUpdateCoordinator[SyncSnapshot]):
             LOGGER,
             config_entry=entry,
             name=f"{DOMAIN} {entry.title}",
-            update_interval=timedelta(
-                minutes=options.get(CONF_SCAN_INTERVAL, DEFAULT_SCAN_INTERVAL)
-            ),
+            update_interval=timedelta(minutes=option(options, CONF_SCAN_INTERVAL)),
             always_update=False,
         )
         self.client = client
@@ -183,10 +175,10 @@ class EpisodeSyncCoordinator(DataUpdateCoordinator[SyncSnapshot]):
             client,
             server_id=server.server_id,
             library_ids=options.get(CONF_LIBRARIES, []),
-            max_concurrency=options.get(CONF_MAX_CONCURRENCY, DEFAULT_MAX_CONCURRENCY),
-            full_sync_interval=86_400 * options.get(CONF_FULL_SYNC_DAYS, DEFAULT_FULL_SYNC_DAYS),
+            max_concurrency=option(options, CONF_MAX_CONCURRENCY),
+            full_sync_interval=86_400 * option(options, CONF_FULL_SYNC_DAYS),
         )
-        self.new_episode_days: int = options.get(CONF_NEW_EPISODE_DAYS, DEFAULT_NEW_EPISODE_DAYS)
+        self.new_episode_days: int = option(options, CONF_NEW_EPISODE_DAYS)
         self.display_filter = DisplayFilter.from_options(options)
         self.images = ImagePaths(hass, entry.entry_id, client, lambda: self.mirror)
         self.mirror = Mirror()

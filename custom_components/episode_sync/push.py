@@ -35,8 +35,8 @@ from .const import (
     CONF_PUSH_SCAN_INTERVAL,
     CONF_PUSH_UPDATES,
     CONF_SCAN_INTERVAL,
-    DEFAULT_OPTIONS,
     LOGGER,
+    option,
 )
 
 if TYPE_CHECKING:
@@ -79,12 +79,8 @@ class PushListener:
         self.socket = socket
         options = entry.options
         self._libraries: Collection[str] = frozenset(options.get(CONF_LIBRARIES, []))
-        self._poll = timedelta(
-            minutes=options.get(CONF_SCAN_INTERVAL, DEFAULT_OPTIONS[CONF_SCAN_INTERVAL])
-        )
-        self._push_poll = timedelta(
-            minutes=options.get(CONF_PUSH_SCAN_INTERVAL, DEFAULT_OPTIONS[CONF_PUSH_SCAN_INTERVAL])
-        )
+        self._poll = timedelta(minutes=option(options, CONF_SCAN_INTERVAL))
+        self._push_poll = timedelta(minutes=option(options, CONF_PUSH_SCAN_INTERVAL))
         self.connected = False
         #: Completed connects (each is followed by one sync).
         self.connects = 0
@@ -155,7 +151,7 @@ def async_start_push(
     hass: HomeAssistant, entry: EpisodeSyncConfigEntry, coordinator: EpisodeSyncCoordinator
 ) -> PushListener | None:
     """Start the entry's push listener unless the user turned push off."""
-    if not entry.options.get(CONF_PUSH_UPDATES, DEFAULT_OPTIONS[CONF_PUSH_UPDATES]):
+    if not option(entry.options, CONF_PUSH_UPDATES):
         return None
     client = coordinator.client
     session = async_get_clientsession(hass, verify_ssl=bool(entry.data.get(CONF_VERIFY_SSL, True)))
