@@ -29,6 +29,7 @@ from custom_components.episode_sync.sync import (
     SHOWS_CHECK_INTERVAL,
     FullSyncReason,
     Mirror,
+    ShowMirror,
     SyncEngine,
     SyncMode,
     SyncResult,
@@ -634,3 +635,24 @@ async def test_unnumbered_episodes_of_a_rekeyed_show_cannot_be_matched() -> None
     assert [e.id for e in result.added] == ["new-special"]
     assert [e.id for e in result.removed] == ["special"]
     assert result.rekeyed == 12
+
+
+def test_show_mirror_knows_its_newest_episode() -> None:
+    """``latest_added`` lets "what is new" skip a show without looking at its episodes."""
+    show = Show(id="s", library_id="l", title="S", episode_count=2, watched_count=0)
+    episodes = {
+        eid: Episode(
+            id=eid,
+            show_id="s",
+            library_id="l",
+            season=1,
+            number=n,
+            title="",
+            air_date=None,
+            added_at=added,
+            watched=False,
+        )
+        for eid, n, added in (("a", 1, 100), ("b", 2, 300))
+    }
+    assert ShowMirror.build(show, episodes).latest_added == 300
+    assert ShowMirror.build(show, {}).latest_added == 0

@@ -311,9 +311,14 @@ class EpisodeSyncCoordinator(DataUpdateCoordinator[SyncSnapshot]):
         """Episodes added within ``days``, newest first, from the mirror only."""
         since = dt_util.utcnow().timestamp() - days * 86_400
         visible = self.display_filter.visible
+        # Shows with nothing that recent are skipped whole: this runs after
+        # every sync, and a 100,000-episode walk would hold the event loop.
         found = [
             (episode, library.title, show.show)
-            for library, show, episode in self.mirror.episodes()
+            for library in self.mirror.libraries.values()
+            for show in library.shows.values()
+            if show.latest_added >= since
+            for episode in show.episodes.values()
             if episode.added_at >= since and visible(show.show.title, episode)
         ]
         found.sort(key=lambda item: (item[0].added_at, item[0].id), reverse=True)

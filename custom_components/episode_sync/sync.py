@@ -133,11 +133,20 @@ class ShowMirror:
     show: Show
     episodes: Mapping[str, Episode]
     watched: int
+    #: The newest ``added_at`` of its episodes when built (0 for none; a
+    #: re-keyed episode may take an older one later, so it is an upper bound):
+    #: "what is new" skips a show at a glance instead of each of its episodes.
+    latest_added: int = 0
 
     @classmethod
     def build(cls, show: Show, episodes: Mapping[str, Episode]) -> ShowMirror:
-        """Create a show entry, counting its watched episodes once."""
-        return cls(show=show, episodes=episodes, watched=sum(e.watched for e in episodes.values()))
+        """Create a show entry, counting its watched episodes and finding its newest once."""
+        return cls(
+            show=show,
+            episodes=episodes,
+            watched=sum(e.watched for e in episodes.values()),
+            latest_added=max((e.added_at for e in episodes.values()), default=0),
+        )
 
     @property
     def agrees(self) -> bool:
