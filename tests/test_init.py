@@ -9,7 +9,11 @@ from freezegun.api import FrozenDateTimeFactory
 from homeassistant.config_entries import ConfigEntryState
 from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import ServiceValidationError
-from homeassistant.helpers import device_registry as dr, issue_registry as ir
+from homeassistant.helpers import (
+    device_registry as dr,
+    entity_registry as er,
+    issue_registry as ir,
+)
 import pytest
 from pytest_homeassistant_custom_component.common import async_capture_events
 
@@ -49,6 +53,11 @@ async def test_setup_unload_and_remove(
     assert device.identifiers == {(DOMAIN, entry.unique_id)}
     assert device.name == plex_sim.name
     assert device.manufacturer == "Plex"
+    # Sync duration changes at every sync: registered, but off until wanted.
+    duration = er.async_get(hass).async_get(entity_id(hass, entry, "sensor", "sync_duration"))
+    assert duration is not None
+    assert duration.disabled_by is er.RegistryEntryDisabler.INTEGRATION
+    assert hass.states.get(duration.entity_id) is None
     keys = {f"{DOMAIN}.{entry.entry_id}.status", f"{DOMAIN}.{entry.entry_id}.library"}
     assert keys <= hass_storage.keys()
 

@@ -84,6 +84,8 @@ SENSORS: tuple[EpisodeSyncSensorDescription, ...] = (
     EpisodeSyncSensorDescription(
         key="sync_duration",
         translation_key="sync_duration",
+        # A new value at every sync: noise in the history unless someone wants it.
+        entity_registry_enabled_default=False,
         device_class=SensorDeviceClass.DURATION,
         native_unit_of_measurement=UnitOfTime.SECONDS,
         suggested_display_precision=2,
