@@ -256,6 +256,7 @@ async def test_diagnostics_are_redacted_and_capped(
     assert plex_sim.token not in text
     assert plex_sim.url not in text
     assert diagnostics["mirror"]["episodes"] == 100
+    assert diagnostics["push"] is None  # push off in this entry
     assert len(diagnostics["mirror"]["sample"]) == 5
     assert diagnostics["sync"]["last_result"]["mode"] == "full"
 

@@ -40,6 +40,7 @@ from custom_components.episode_sync.api.push import (
     websocket_url,
 )
 from custom_components.episode_sync.const import EVENT_NEW_EPISODE
+from custom_components.episode_sync.diagnostics import async_get_config_entry_diagnostics
 from custom_components.episode_sync.push import (
     JELLYFIN_COOLDOWN,
     PLEX_COOLDOWN,
@@ -273,6 +274,8 @@ async def test_plex_dropped_socket_reconnects_and_resyncs_once(
     assert listener.connects == 2
     assert _syncs(plex_sim) == 1
     assert state_of(hass, entry, "sensor", "episodes") == "101"
+    diagnostics = await async_get_config_entry_diagnostics(hass, entry)
+    assert diagnostics["push"] == {"connected": True, "connects": 2, "retries": 0}
     await _tick(hass, freezer, PLEX_COOLDOWN * 3)
     assert _syncs(plex_sim) == 1
 

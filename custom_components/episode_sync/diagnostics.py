@@ -57,6 +57,10 @@ async def async_get_config_entry_diagnostics(
             "episodes": mirror.episode_count,
             "sample": sample,
         },
+        # Whether the notification socket is up, and how often it came back.
+        "push": None
+        if (push := entry.runtime_data.push) is None
+        else {"connected": push.connected, "connects": push.connects, "retries": push.retries},
         "sync": {
             "last_result": coordinator.store.last_result,
             "last_full_sync": state.last_full_sync,
