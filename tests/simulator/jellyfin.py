@@ -282,7 +282,8 @@ class JellyfinSimulator(SimServer):
             app.router.add_get(prefix + "/Shows/{sid}/Seasons", self._seasons)
             app.router.add_get(prefix + "/Items/{iid}/Images/Primary", self._primary_image)
         app.router.add_get("/socket", self.push.handler)
-        app.on_shutdown.append(self.push.shutdown)
+        # aiohttp 3.11 (HA 2025.4) types the signal oddly; 3.12+ accepts it as is.
+        app.on_shutdown.append(self.push.shutdown)  # type: ignore[arg-type,unused-ignore]
 
     def _gate(self, request: web.Request, *, auth: bool = True) -> web.Response | None:
         if request.path.startswith("/emby/") and self.version_tuple >= (12, 0):

@@ -306,7 +306,8 @@ class PlexSimulator(SimServer):
         app.router.add_get("/library/metadata/{key}/children", self._children)
         app.router.add_get("/library/metadata/{key}/thumb/{stamp}", self._thumb)
         app.router.add_get("/:/websockets/notifications", self.push.handler)
-        app.on_shutdown.append(self.push.shutdown)
+        # aiohttp 3.11 (HA 2025.4) types the signal oddly; 3.12+ accepts it as is.
+        app.on_shutdown.append(self.push.shutdown)  # type: ignore[arg-type,unused-ignore]
         # Any other path: PMS's HTML 404, not aiohttp's plain-text one.
         app.router.add_route("*", "/{tail:.*}", self._unknown_path)
 
