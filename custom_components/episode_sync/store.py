@@ -150,12 +150,12 @@ async def encode_mirror(mirror: Mirror) -> dict[str, Any]:
 def decode_mirror(data: Mapping[str, Any]) -> Mirror:
     """Rebuild the mirror from stored data; raise ``ValueError`` on a bad shape."""
     steps = _decode(data)
-    while True:
-        try:
+    try:
+        while True:
             next(steps)
-        except StopIteration as done:
-            mirror: Mirror = done.value
-            return mirror
+    except StopIteration as done:
+        mirror: Mirror = done.value
+    return mirror
 
 
 async def async_decode_mirror(data: Mapping[str, Any]) -> Mirror:
@@ -165,13 +165,13 @@ async def async_decode_mirror(data: Mapping[str, Any]) -> Mirror:
     half a second at start-up.
     """
     steps = _decode(data)
-    while True:
-        try:
+    try:
+        while True:
             next(steps)
-        except StopIteration as done:
-            mirror: Mirror = done.value
-            return mirror
-        await asyncio.sleep(0)
+            await asyncio.sleep(0)
+    except StopIteration as done:
+        mirror: Mirror = done.value
+    return mirror
 
 
 #: A stored row padded to every field (older rows lack the fields added later).
