@@ -142,18 +142,25 @@ class _OwnLoop:
         self.loop.close()
 
 
-@pytest.fixture
-async def tls_plex(
-    socket_enabled: Any, tls_context: ssl.SSLContext
-) -> AsyncIterator[PlexSimulator]:
-    """The Plex simulator over HTTPS with a self-signed certificate."""
-    sim = PlexSimulator(name="TLS Plex")
+async def _over_tls[S: (PlexSimulator, JellyfinSimulator)](
+    sim: S, tls_context: ssl.SSLContext
+) -> AsyncIterator[S]:
+    """Serve a small library over HTTPS, on a loop of its own."""
     sim.model.generate(shows=2, seasons=1, episodes=2, seed=3)
     own = _OwnLoop()
     await own.run(sim.start(ssl_context=tls_context))
     yield sim
     await own.run(sim.close())
     await own.stop()
+
+
+@pytest.fixture
+async def tls_plex(
+    socket_enabled: Any, tls_context: ssl.SSLContext
+) -> AsyncIterator[PlexSimulator]:
+    """The Plex simulator over HTTPS with a self-signed certificate."""
+    async for sim in _over_tls(PlexSimulator(name="TLS Plex"), tls_context):
+        yield sim
 
 
 @pytest.fixture
@@ -161,13 +168,8 @@ async def tls_jellyfin(
     socket_enabled: Any, tls_context: ssl.SSLContext
 ) -> AsyncIterator[JellyfinSimulator]:
     """The Jellyfin simulator over HTTPS with a self-signed certificate."""
-    sim = JellyfinSimulator(name="TLS Jellyfin")
-    sim.model.generate(shows=2, seasons=1, episodes=2, seed=3)
-    own = _OwnLoop()
-    await own.run(sim.start(ssl_context=tls_context))
-    yield sim
-    await own.run(sim.close())
-    await own.stop()
+    async for sim in _over_tls(JellyfinSimulator(name="TLS Jellyfin"), tls_context):
+        yield sim
 
 
 async def _serve(app: web.Application) -> tuple[web.AppRunner, str]:
