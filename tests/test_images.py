@@ -13,7 +13,7 @@ from pytest_homeassistant_custom_component.common import MockConfigEntry, async_
 from pytest_homeassistant_custom_component.typing import ClientSessionGenerator
 
 from custom_components.episode_sync import image_proxy
-from custom_components.episode_sync.api import plex as plex_api
+from custom_components.episode_sync.api import http as http_api
 from custom_components.episode_sync.api.errors import MediaServerProtocolError
 from custom_components.episode_sync.api.images import media_image
 from custom_components.episode_sync.const import EVENT_NEW_EPISODE
@@ -127,7 +127,7 @@ async def test_authenticated_client_unknown_ids_and_server_failures(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    monkeypatch.setattr(plex_api, "IMAGE_TIMEOUT", 0.2)
+    monkeypatch.setattr(http_api, "IMAGE_TIMEOUT", 0.2)
     entry = plex_entry(plex_sim)
     await setup_entry(hass, entry)
     show = _first_show(plex_sim)

@@ -27,6 +27,7 @@ from .errors import (
     MediaServerTimeoutError,
     MediaServerUnavailableError,
 )
+from .images import IMAGE_TIMEOUT
 
 #: Seconds a request may take, connection included, when the client is given
 #: no timeout of its own. Read at each request (tests shorten it).
@@ -132,6 +133,28 @@ class HttpClient:
     """The bookkeeping the sync engine reads from a client, kept by its transport."""
 
     _http: HttpTransport
+
+    def _connect(
+        self,
+        session: aiohttp.ClientSession,
+        url: str,
+        *,
+        server: str,
+        verify_ssl: bool,
+        timeout: float | None,
+    ) -> None:
+        """Make the media server's two transports: the sync's and the artwork's.
+
+        Artwork goes through a transport of its own, so an image request is
+        never counted as a sync request nor moves the sync's server clock.
+        """
+        self._http = HttpTransport(
+            session, url, server=server, verify_ssl=verify_ssl, timeout=timeout
+        )
+        self._images = HttpTransport(
+            session, url, server=server, verify_ssl=verify_ssl, timeout=IMAGE_TIMEOUT
+        )
+        self._verify_ssl = verify_ssl
 
     @property
     def request_count(self) -> int:

@@ -30,8 +30,8 @@ import aiohttp
 import orjson
 
 from .errors import MediaServerAuthError, MediaServerProtocolError, WrongServerError
-from .http import HttpClient, HttpTransport, to_int, to_seconds
-from .images import IMAGE_TIMEOUT, MediaImage, media_image
+from .http import HttpClient, to_int, to_seconds
+from .images import MediaImage, media_image
 from .models import Episode, Library, ServerInfo, ServerKind, Show
 from .paging import PARSE_STEP, Page, fetch_all
 from .push import PushTarget, websocket_url
@@ -97,15 +97,8 @@ class JellyfinClient(HttpClient):
         client_version: str = "1.0.0",
     ) -> None:
         """Bind to a server; the session is Home Assistant's shared one."""
-        self._http = HttpTransport(
-            session, url, server="Jellyfin", verify_ssl=verify_ssl, timeout=timeout
-        )
-        #: Artwork goes through a transport of its own: not counted as sync requests.
-        self._images = HttpTransport(
-            session, url, server="Jellyfin", verify_ssl=verify_ssl, timeout=IMAGE_TIMEOUT
-        )
+        self._connect(session, url, server="Jellyfin", verify_ssl=verify_ssl, timeout=timeout)
         self._device_id = device_id
-        self._verify_ssl = verify_ssl
         self.token = token
         self.user_id = user_id
         self._page_size = page_size

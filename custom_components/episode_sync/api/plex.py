@@ -31,8 +31,8 @@ from .errors import (
     MediaServerProtocolError,
     WrongServerError,
 )
-from .http import HttpClient, HttpTransport, to_int, to_seconds
-from .images import IMAGE_TIMEOUT, MediaImage, media_image
+from .http import HttpClient, to_int, to_seconds
+from .images import MediaImage, media_image
 from .models import Episode, Library, ServerInfo, ServerKind, Show
 from .paging import PARSE_STEP, Page, fetch_all
 from .push import PushTarget, websocket_url
@@ -78,16 +78,9 @@ class PlexClient(HttpClient):
         max_concurrency: int = 5,
     ) -> None:
         """Bind to a server; the session is Home Assistant's shared one."""
-        self._http = HttpTransport(
-            session, url, server="Plex", verify_ssl=verify_ssl, timeout=timeout
-        )
-        #: Artwork goes through a transport of its own: not counted as sync requests.
-        self._images = HttpTransport(
-            session, url, server="Plex", verify_ssl=verify_ssl, timeout=IMAGE_TIMEOUT
-        )
+        self._connect(session, url, server="Plex", verify_ssl=verify_ssl, timeout=timeout)
         self.token = token
         self._client_id = client_id
-        self._verify_ssl = verify_ssl
         self._page_size = page_size
         #: Pages of one listing fetched at once once the total is known.
         self._concurrency = max_concurrency
