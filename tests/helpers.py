@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any
 
@@ -13,6 +14,7 @@ from homeassistant.helpers import entity_registry as er
 from pytest_homeassistant_custom_component.common import MockConfigEntry, async_fire_time_changed
 
 from custom_components.episode_sync.api.jellyfin import JellyfinClient
+from custom_components.episode_sync.api.models import Episode, EpisodeRow
 from custom_components.episode_sync.const import (
     CONF_CLIENT_ID,
     CONF_DEVICE_ID,
@@ -31,6 +33,11 @@ from tests.simulator.plex import PlexSimulator
 
 SCAN_INTERVAL = timedelta(minutes=DEFAULT_SCAN_INTERVAL)
 JELLYFIN_DEVICE_ID = "9b2d6c0e4f1a4e8f8c5b7a3d2e1f0a9b"
+
+
+def episodes_of(rows: Iterable[EpisodeRow]) -> list[Episode]:
+    """Episode rows (a client's listing, a sync's added or removed), as ``Episode`` objects."""
+    return [Episode.from_row(row) for row in rows]
 
 
 def tv_library_ids(model: SimLibraryModel) -> list[str]:

@@ -19,6 +19,7 @@ from custom_components.episode_sync.api.errors import (
 from custom_components.episode_sync.api.jellyfin import JellyfinClient
 from custom_components.episode_sync.api.paging import Page, fetch_all
 from custom_components.episode_sync.api.plex import PlexClient
+from tests.helpers import episodes_of
 from tests.simulator.common import Fault
 from tests.simulator.jellyfin import JellyfinSimulator
 from tests.simulator.plex import PlexSimulator
@@ -155,7 +156,7 @@ async def test_plex_paging_with_a_server_cap(
     await sim.start()
     try:
         client = _plex(sim, session)
-        episodes = await client.episodes(library.id)
+        episodes = episodes_of(await client.episodes(library.id))
         assert sorted(e.id for e in episodes) == sorted(e.id for e in library.episodes())
         pages = [r for r in sim.requests if r.query.get("type") == "4"]
         assert len(pages) == -(-270 // 70)
@@ -175,13 +176,17 @@ async def test_plex_delta_never_sends_plain_gte_and_falls_back(
     show = next(iter(plex_sim.model.libraries[library_id].shows.values()))
     plex_sim.clock.advance(3600)
     new = plex_sim.model.add_episode(show.id, 4, 1)
-    changed = await client.changed_episodes([library_id], int(plex_sim.clock.now()) - 60)
+    changed = episodes_of(
+        await client.changed_episodes([library_id], int(plex_sim.clock.now()) - 60)
+    )
     assert [e.id for e in changed] == [new.id]
     keys = [k for r in plex_sim.requests for k in r.query]
     assert "updatedAt>>" in keys
     assert not any(k.endswith(">") and not k.endswith(">>") for k in keys)
     plex_sim.updated_at_filter_supported = False
-    changed = await client.changed_episodes([library_id], int(plex_sim.clock.now()) - 60)
+    changed = episodes_of(
+        await client.changed_episodes([library_id], int(plex_sim.clock.now()) - 60)
+    )
     assert [e.id for e in changed] == [new.id]
     assert "addedAt>>" in plex_sim.requests[-1].query
 
@@ -195,7 +200,7 @@ async def test_plex_episode_fields(plex_sim: PlexSimulator, session: aiohttp.Cli
     recorded = plex_sim.model.add_episode(show.id, 1, 7, air_date="2025-01-01")  # has a time
     watched = next(iter(show.episodes.values()))
     plex_sim.model.set_watched(watched.id)
-    episodes = {e.id: e for e in await client.show_episodes(library_id, show.id)}
+    episodes = {e.id: e for e in episodes_of(await client.show_episodes(library_id, show.id))}
     assert episodes[odd.id].season is None
     assert episodes[odd.id].number is None
     assert episodes[odd.id].air_date is None
@@ -443,7 +448,7 @@ async def test_jellyfin_dates(
     client = await _jellyfin(jellyfin_sim, session)
     library_id = (await client.libraries())[0].id
     jellyfin_sim.add_fault(Fault(kind="mutate", path="/Items", mutate=odd_dates))
-    episodes = await client.episodes(library_id)
+    episodes = episodes_of(await client.episodes(library_id))
     assert episodes[0].added_at == 0
     assert episodes[1].added_at == 1714557600
     assert episodes[2].added_at == 0

@@ -230,12 +230,12 @@ async def test_index_is_built_once_per_mirror(
 
 def test_odd_dates_and_times_do_not_break_the_calendar() -> None:
     """A server's unreadable air date is left out; an unreadable air time makes an all-day event."""
-    from custom_components.episode_sync.api.models import Episode, Show
+    from custom_components.episode_sync.api.models import EpisodeRow, Show, episode_row
     from custom_components.episode_sync.coordinator import DisplayFilter
     from custom_components.episode_sync.sync import LibraryMirror, Mirror, ShowMirror
 
-    def episode(id_: str, air_date: str, air_time: str | None) -> Episode:
-        return Episode(
+    def episode(id_: str, air_date: str, air_time: str | None) -> EpisodeRow:
+        return episode_row(
             id=id_, show_id="s", library_id="l", season=1, number=int(id_), title="",
             air_date=air_date, added_at=0, watched=False, air_time=air_time, duration=None,
         )  # fmt: skip

@@ -1,10 +1,10 @@
-"""A full sync keeps the mirror's own episode objects; the stored mirror's layouts load.
+"""A full sync keeps the mirror's own episode rows; the stored mirror's layouts load.
 
-A full sync swaps each parsed episode for the mirror's equal one as its page
-arrives, so at 100,000 episodes the parsed duplicates die at once instead of
-being walked by the garbage collector (``script/bench`` measures the loop).
-These tests pin the behaviour itself: identity of the kept objects, through
-the real clients over HTTP against the simulators.
+A full sync swaps each listed row for the mirror's equal one as its page
+arrives, so at 100,000 episodes the listed duplicates (and their strings) die
+at once instead of doubling the mirror's memory until the sync ends. These
+tests pin the behaviour itself: identity of the kept rows, through the real
+clients over HTTP against the simulators.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from homeassistant.core import HomeAssistant
 import orjson
 
 from custom_components.episode_sync.api.jellyfin import JellyfinClient
-from custom_components.episode_sync.api.models import Episode, Show
+from custom_components.episode_sync.api.models import At, EpisodeRow, Show, episode_row
 from custom_components.episode_sync.api.paging import Page, fetch_all, reuse_items
 from custom_components.episode_sync.api.plex import PlexClient
 from custom_components.episode_sync.const import DOMAIN
@@ -66,14 +66,22 @@ async def _full_sync_keeps_equal_episodes(
     assert full.mode is SyncMode.FULL
     assert full.api_calls == len(sim.requests)
     assert (len(full.added), len(full.removed), full.updated) == (0, 0, 1)
-    before = {e.id: e for _, _, e in second.mirror.episodes()}
-    after = {e.id: e for _, _, e in full.mirror.episodes()}
+    before, after = _rows(second.mirror), _rows(full.mirror)
     assert before.keys() == after.keys()
     kept = sorted(eid for eid in after if after[eid] is before[eid])
-    # Every unchanged episode is the very object the mirror held.
+    # Every unchanged episode is the very row the mirror held.
     assert kept == sorted(eid for eid in after if eid != renamed.id)
-    assert after[renamed.id].title == "Renamed before the full sync"
-    assert after[arrival.id].added_at == before[arrival.id].added_at
+    assert after[renamed.id][At.TITLE] == "Renamed before the full sync"
+    assert after[arrival.id][At.ADDED_AT] == before[arrival.id][At.ADDED_AT]
+
+
+def _rows(mirror: Mirror) -> dict[str, EpisodeRow]:
+    return {
+        episode_id: row
+        for library in mirror.libraries.values()
+        for show in library.shows.values()
+        for episode_id, row in show.rows.items()
+    }
 
 
 async def test_plex_full_sync_keeps_the_mirrors_equal_episodes(plex_sim: PlexSimulator) -> None:
@@ -126,7 +134,7 @@ def _large_mirror(shows: int, episodes: int) -> Mirror:
         entries[show.id] = ShowMirror.build(
             show,
             {
-                f"{s}-{n}": Episode(
+                f"{s}-{n}": episode_row(
                     id=f"{s}-{n}",
                     show_id=show.id,
                     library_id="1",

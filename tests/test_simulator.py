@@ -21,6 +21,7 @@ from yarl import URL
 
 from custom_components.episode_sync.api.plex import PlexClient
 from tests.helpers import (
+    episodes_of,
     jellyfin_entry,
     next_poll,
     plex_entry,
@@ -1026,9 +1027,9 @@ async def test_plex_client_leaves_trashed_episodes_out(
     trashed = plex_sim.delete_file(next(iter(show.episodes.values())).id)
     client = PlexClient(session, plex_sim.url, plex_sim.token, client_id="c")
     section = _section(plex_sim)
-    listed = {e.id for e in await client.episodes(section)}
+    listed = {e.id for e in episodes_of(await client.episodes(section))}
     assert trashed.id not in listed
     assert len(listed) == 99
-    repaired = await client.show_episodes(section, show.id)
+    repaired = episodes_of(await client.show_episodes(section, show.id))
     shows = {s.id: s for s in await client.shows(section)}
     assert len(repaired) == shows[show.id].episode_count == 9

@@ -9,7 +9,7 @@ that drive Home Assistant against the simulators.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 
 import pytest
 
@@ -18,11 +18,14 @@ from custom_components.episode_sync.api.errors import (
     MediaServerProtocolError,
 )
 from custom_components.episode_sync.api.models import (
+    At,
     Episode,
+    EpisodeRow,
     Library,
     ServerInfo,
     ServerKind,
     Show,
+    episode_row,
 )
 from custom_components.episode_sync.sync import (
     CURSOR_OVERLAP,
@@ -35,6 +38,11 @@ from custom_components.episode_sync.sync import (
     SyncResult,
     SyncState,
 )
+from tests.helpers import episodes_of
+
+
+def _row(episode: Episode) -> EpisodeRow:
+    return episode_row(**asdict(episode))
 
 
 @dataclass
@@ -84,25 +92,25 @@ class FakeBackend:
         self._call("shows")
         return [self._counted(s) for s in self.shows_by_library.get(library_id, [])]
 
-    async def episodes(self, library_id: str) -> list[Episode]:
+    async def episodes(self, library_id: str) -> list[EpisodeRow]:
         self._call("episodes")
         return [
-            e
+            _row(e)
             for s in self.shows_by_library.get(library_id, [])
             for e in self.episodes_by_show.get(s.id, [])
         ]
 
-    async def show_episodes(self, library_id: str, show_id: str) -> list[Episode]:
+    async def show_episodes(self, library_id: str, show_id: str) -> list[EpisodeRow]:
         self._call("show_episodes")
-        return list(self.episodes_by_show.get(show_id, []))
+        return [_row(e) for e in self.episodes_by_show.get(show_id, [])]
 
-    async def changed_episodes(self, library_ids: Sequence[str], since: int) -> list[Episode]:
+    async def changed_episodes(self, library_ids: Sequence[str], since: int) -> list[EpisodeRow]:
         self._call("delta")
         self.since_seen.append(since)
         if self.delta is not None:
-            return self.delta
+            return [_row(e) for e in self.delta]
         return [
-            e
+            _row(e)
             for lid in library_ids
             for s in self.shows_by_library.get(lid, [])
             for e in self.episodes_by_show.get(s.id, [])
@@ -214,8 +222,8 @@ async def test_added_episode_three_calls_and_delta_cursor() -> None:
     result = await harness.sync()
     assert backend.calls == ["libraries", "shows", "delta"]
     assert backend.since_seen == [cursor - CURSOR_OVERLAP]  # type: ignore[operator]
-    assert [e.id for e in result.added] == ["new"]
-    assert result.added[0].added_at == new.added_at
+    assert [e.id for e in episodes_of(result.added)] == ["new"]
+    assert episodes_of(result.added)[0].added_at == new.added_at
     assert "new" in harness.ids()
 
 
@@ -227,7 +235,7 @@ async def test_removed_episode_repairs_only_that_show() -> None:
     backend.remove("e2-3")
     result = await harness.sync()
     assert backend.calls == ["libraries", "shows", "delta", "show_episodes"]
-    assert [e.id for e in result.removed] == ["e2-3"]
+    assert [e.id for e in episodes_of(result.removed)] == ["e2-3"]
     assert "e2-3" not in harness.ids()
 
 
@@ -238,7 +246,7 @@ async def test_removed_show_and_library() -> None:
     backend.bump()
     backend.shows_by_library["1"] = backend.shows_by_library["1"][1:]
     result = await harness.sync()
-    assert {e.show_id for e in result.removed} == {"s0"}
+    assert {e.show_id for e in episodes_of(result.removed)} == {"s0"}
     assert harness.mirror.show_count == 2
     backend.libraries_list = []
     result = await harness.sync()
@@ -290,8 +298,8 @@ async def test_untrusted_added_at_uses_first_seen_time() -> None:
     backend.clock += 3600
     backend.add("s2", "old-file", 2, 1, added_at=12)  # a file born years ago
     result = await harness.sync()
-    assert [e.id for e in result.added] == ["old-file"]
-    assert result.added[0].added_at == backend.clock
+    assert [e.id for e in episodes_of(result.added)] == ["old-file"]
+    assert episodes_of(result.added)[0].added_at == backend.clock
     # A later full sync reports DateCreated again; the mirror keeps first-seen times.
     result = await harness.sync(force_full=True)
     assert result.added == ()
@@ -333,8 +341,8 @@ async def test_inconsistent_counts_fall_back_to_full() -> None:
     backend.delta = []
     original = backend.show_episodes
 
-    async def missing_ghost(library_id: str, show_id: str) -> list[Episode]:
-        return [e for e in await original(library_id, show_id) if e.id != "ghost"]
+    async def missing_ghost(library_id: str, show_id: str) -> list[EpisodeRow]:
+        return [e for e in await original(library_id, show_id) if e[At.ID] != "ghost"]
 
     backend.show_episodes = missing_ghost  # type: ignore[method-assign]
     result = await harness.sync()
@@ -566,7 +574,7 @@ async def test_rekeyed_library_is_an_update_not_a_flood(
     backend.add("new-s0", "truly-new", 9, 1)  # one real newcomer among the re-keyed
     result = await harness.sync(force_full=force_full)
     assert result.mode is (SyncMode.FULL if force_full else SyncMode.INCREMENTAL)
-    assert [e.id for e in result.added] == ["truly-new"]
+    assert [e.id for e in episodes_of(result.added)] == ["truly-new"]
     assert result.removed == ()
     assert result.held_back == {}  # re-keyed episodes are not a mass removal
     assert result.rekeyed == 22
@@ -599,8 +607,8 @@ async def test_rekey_across_shows_needs_the_same_title_and_a_gone_show() -> None
     )
     backend.add("twin", "t-1", 1, 1)
     result = await harness.sync()
-    assert sorted(e.id for e in result.added) == ["o-1", "o-2", "o-3", "o-4", "t-1"]
-    assert sorted(e.id for e in result.removed) == ["e0-1", "e0-2", "e0-3", "e0-4"]
+    assert sorted(e.id for e in episodes_of(result.added)) == ["o-1", "o-2", "o-3", "o-4", "t-1"]
+    assert sorted(e.id for e in episodes_of(result.removed)) == ["e0-1", "e0-2", "e0-3", "e0-4"]
     assert result.rekeyed == 0
 
 
@@ -632,16 +640,16 @@ async def test_unnumbered_episodes_of_a_rekeyed_show_cannot_be_matched() -> None
     await harness.sync()
     rekey_everything(backend)
     result = await harness.sync()
-    assert [e.id for e in result.added] == ["new-special"]
-    assert [e.id for e in result.removed] == ["special"]
+    assert [e.id for e in episodes_of(result.added)] == ["new-special"]
+    assert [e.id for e in episodes_of(result.removed)] == ["special"]
     assert result.rekeyed == 12
 
 
 def test_show_mirror_knows_its_newest_episode() -> None:
     """``latest_added`` lets "what is new" skip a show without looking at its episodes."""
     show = Show(id="s", library_id="l", title="S", episode_count=2, watched_count=0)
-    episodes = {
-        eid: Episode(
+    rows = {
+        eid: episode_row(
             id=eid,
             show_id="s",
             library_id="l",
@@ -654,5 +662,5 @@ def test_show_mirror_knows_its_newest_episode() -> None:
         )
         for eid, n, added in (("a", 1, 100), ("b", 2, 300))
     }
-    assert ShowMirror.build(show, episodes).latest_added == 300
+    assert ShowMirror.build(show, rows).latest_added == 300
     assert ShowMirror.build(show, {}).latest_added == 0

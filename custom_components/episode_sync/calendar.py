@@ -28,7 +28,7 @@ from homeassistant.helpers.entity_platform import AddEntitiesCallback
 from homeassistant.util import dt as dt_util
 
 from . import EpisodeSyncConfigEntry
-from .api.models import Episode
+from .api.models import At, Episode, EpisodeRow
 from .coordinator import DisplayFilter, episode_code
 from .entity import EpisodeSyncEntity
 from .sync import Mirror
@@ -66,7 +66,10 @@ class AirDateIndex:
     """The visible episodes of one mirror by air date (``YYYY-MM-DD`` sorts as dates)."""
 
     time_zone: tzinfo
-    by_date: dict[str, list[tuple[str, Episode]]]
+    #: Show titles and episode rows by air date: rows, because the index lives
+    #: as long as its mirror and the garbage collector does not walk them
+    #: (``EpisodeRow``); a day's events are built when asked for.
+    by_date: dict[str, list[tuple[str, EpisodeRow]]]
     #: The distinct air dates, sorted.
     dates: list[str]
     _events: dict[str, list[CalendarEvent]] = field(default_factory=dict)
@@ -74,16 +77,17 @@ class AirDateIndex:
     @classmethod
     def build(cls, mirror: Mirror, display: DisplayFilter, time_zone: tzinfo) -> AirDateIndex:
         """Group the visible episodes with a usable air date: one pass, no sort of episodes."""
-        by_date: dict[str, list[tuple[str, Episode]]] = {}
+        by_date: dict[str, list[tuple[str, EpisodeRow]]] = {}
         for library in mirror.libraries.values():
             for show in library.shows.values():
                 title = show.show.title
                 if display.hides_show(title):
                     continue
-                for episode in show.episodes.values():
-                    if episode.air_date is None or display.hides_episode(episode):
+                for row in show.rows.values():
+                    air_date = row[At.AIR_DATE]
+                    if air_date is None or display.hides_season(row[At.SEASON]):
                         continue
-                    by_date.setdefault(episode.air_date, []).append((title, episode))
+                    by_date.setdefault(air_date, []).append((title, row))
         dates = []
         for day in by_date:
             try:
@@ -98,7 +102,9 @@ class AirDateIndex:
         """The events of one air date in start order, made once per date."""
         if (events := self._events.get(day)) is None:
             aired = date.fromisoformat(day)
-            events = [self._event(aired, show, episode) for show, episode in self.by_date[day]]
+            events = [
+                self._event(aired, show, Episode.from_row(row)) for show, row in self.by_date[day]
+            ]
             events.sort(key=lambda e: (e.start_datetime_local, e.summary, e.uid or ""))
             self._events[day] = events
         return events

@@ -23,7 +23,7 @@ from .api.errors import (
     MediaServerConnectionError,
     MediaServerError,
 )
-from .api.models import Episode, ServerInfo, Show
+from .api.models import At, Episode, EpisodeRow, ServerInfo, Show
 from .client import MediaClient
 from .const import (
     CONF_EXCLUDE_KEYWORDS,
@@ -78,13 +78,13 @@ class DisplayFilter:
         folded = title.casefold()
         return any(word in folded for word in self.keywords)
 
-    def hides_episode(self, episode: Episode) -> bool:
-        """Whether the episode itself is hidden, whatever its show (specials)."""
-        return self.hide_specials and episode.season == 0
+    def hides_season(self, season: int | None) -> bool:
+        """Whether the episodes of this season are hidden, whatever their show (specials)."""
+        return self.hide_specials and season == 0
 
-    def visible(self, show_title: str, episode: Episode) -> bool:
-        """Whether an episode of this show is shown and announced."""
-        return not self.hides_episode(episode) and not self.hides_show(show_title)
+    def visible(self, show_title: str, season: int | None) -> bool:
+        """Whether an episode of this show and season is shown and announced."""
+        return not self.hides_season(season) and not self.hides_show(show_title)
 
 
 def episode_code(season: int | None, number: int | None) -> str:
@@ -319,7 +319,7 @@ class EpisodeSyncCoordinator(DataUpdateCoordinator[SyncSnapshot]):
             for show in library.shows.values()
             if show.latest_added >= since
             for episode in show.episodes.values()
-            if episode.added_at >= since and visible(show.show.title, episode)
+            if episode.added_at >= since and visible(show.show.title, episode.season)
         ]
         found.sort(key=lambda item: (item[0].added_at, item[0].id), reverse=True)
         if limit is not None:
@@ -344,23 +344,23 @@ class EpisodeSyncCoordinator(DataUpdateCoordinator[SyncSnapshot]):
         device = devices[0] if devices else None
         shows = self._shows()
 
-        def show_of(episode: Episode) -> tuple[str, Show | None]:
-            return shows.get((episode.library_id, episode.show_id), ("", None))
+        def show_of(row: EpisodeRow) -> tuple[str, Show | None]:
+            return shows.get((row[At.LIBRARY_ID], row[At.SHOW_ID]), ("", None))
 
-        def title_of(episode: Episode) -> str:
-            show = show_of(episode)[1]
+        def title_of(row: EpisodeRow) -> str:
+            show = show_of(row)[1]
             return show.title if show is not None else ""
 
         visible = self.display_filter.visible
         added = sorted(
-            (e for e in result.added if visible(title_of(e), e)),
-            key=lambda e: (e.added_at, e.id),
+            (row for row in result.added if visible(title_of(row), row[At.SEASON])),
+            key=lambda row: (row[At.ADDED_AT], row[At.ID]),
         )
-        for episode in added[:MAX_EVENTS_PER_SYNC]:
+        for row in added[:MAX_EVENTS_PER_SYNC]:
             data = {
                 "config_entry_id": self.config_entry.entry_id,
                 "device_id": device.id if device else None,
-                **self._view(episode, *show_of(episode)).as_dict(),
+                **self._view(Episode.from_row(row), *show_of(row)).as_dict(),
             }
             self.hass.bus.async_fire(EVENT_NEW_EPISODE, data)
             for listener in self.new_episode_listeners:

@@ -27,7 +27,7 @@ from homeassistant.exceptions import HomeAssistantError
 from homeassistant.helpers.storage import Store
 import orjson
 
-from .api.models import Episode, Show
+from .api.models import At, EpisodeRow, Show
 from .compat import STORE_OFF_LOOP
 from .const import DOMAIN, LOGGER
 from .sync import YIELD_EVERY, LibraryMirror, Mirror, ShowMirror, SyncState
@@ -112,21 +112,16 @@ async def encode_mirror(mirror: Mirror) -> dict[str, Any]:
         shows = []
         done = 0
         for entry in library.shows.values():
+            # The mirror's row without the show and library ids (the show's
+            # entry holds them) and with ``watched`` as 0 or 1: ``_EPISODE_FIELDS``.
             rows = [
-                [
-                    e.id,
-                    e.season,
-                    e.number,
-                    e.title,
-                    e.air_date,
-                    e.added_at,
-                    int(e.watched),
-                    e.updated_at,
-                    e.thumb,
-                    e.duration,
-                    e.air_time,
-                ]
-                for e in entry.episodes.values()
+                (
+                    row[At.ID],
+                    *row[At.SEASON : At.WATCHED],
+                    int(row[At.WATCHED]),
+                    *row[At.UPDATED_AT :],
+                )
+                for row in entry.rows.values()
             ]
             show = entry.show
             shows.append(
@@ -195,7 +190,7 @@ def _decode(data: Mapping[str, Any]) -> Generator[None, None, Mirror]:
                     watched_count=int(watched),
                     thumb=thumb,
                 )
-                episodes = {}
+                episodes: dict[str, EpisodeRow] = {}
                 for row in orjson.loads(rows):
                     (
                         episode_id,
@@ -210,20 +205,20 @@ def _decode(data: Mapping[str, Any]) -> Generator[None, None, Mirror]:
                         duration,
                         air_time,
                     ) = (*row, *_PADDING)[: len(_EPISODE_FIELDS)]
-                    episodes[str(episode_id)] = Episode(
-                        id=str(episode_id),
-                        show_id=show.id,
-                        library_id=library_id,
-                        season=season,
-                        number=number,
-                        title=str(episode_title),
-                        air_date=air_date,
-                        added_at=int(added_at),
-                        watched=bool(seen),
-                        updated_at=updated_at,
-                        thumb=episode_thumb,
-                        duration=duration,
-                        air_time=air_time,
+                    episodes[str(episode_id)] = (
+                        str(episode_id),
+                        show.id,
+                        library_id,
+                        season,
+                        number,
+                        str(episode_title),
+                        air_date,
+                        int(added_at),
+                        bool(seen),
+                        updated_at,
+                        episode_thumb,
+                        duration,
+                        air_time,
                     )
                 shows[show.id] = ShowMirror.build(show, episodes)
                 done += len(episodes) + 1

@@ -32,7 +32,7 @@ import orjson
 from .errors import MediaServerAuthError, MediaServerProtocolError, WrongServerError
 from .http import HttpClient, to_int, to_seconds
 from .images import MediaImage, media_image
-from .models import Episode, Library, ServerInfo, ServerKind, Show
+from .models import Episode, EpisodeRow, Library, ServerInfo, ServerKind, Show, episode_row
 from .paging import PARSE_STEP, Page, fetch_all
 from .push import PushTarget, websocket_url
 
@@ -296,15 +296,15 @@ class JellyfinClient(HttpClient):
             "EnableImages": "false",
         }
 
-    async def episodes(self, library_id: str) -> list[Episode]:
-        """Every real episode of a library, paged library-wide (no season walk)."""
+    async def episodes(self, library_id: str) -> list[EpisodeRow]:
+        """Every real episode of a library, paged library-wide (no season walk), as mirror rows."""
         return await self._items(
             "/Items",
             {**self._episode_params(), "ParentId": library_id},
             lambda items: _episodes(items, library_id),
         )
 
-    async def show_episodes(self, library_id: str, show_id: str) -> list[Episode]:
+    async def show_episodes(self, library_id: str, show_id: str) -> list[EpisodeRow]:
         """Every real episode of one series (``isMissing=false`` drops placeholders)."""
         return await self._items(
             f"/Shows/{show_id}/Episodes",
@@ -318,7 +318,7 @@ class JellyfinClient(HttpClient):
             lambda items: _episodes(items, library_id),
         )
 
-    async def changed_episodes(self, library_ids: Sequence[str], since: int) -> list[Episode]:
+    async def changed_episodes(self, library_ids: Sequence[str], since: int) -> list[EpisodeRow]:
         """Episodes saved at or after server time ``since``: one query for the server.
 
         The answer spans every library; the engine places episodes by series.
@@ -358,9 +358,9 @@ async def _series(items: list[dict[str, Any]], library_id: str) -> list[Show]:
     return shows
 
 
-async def _episodes(items: list[dict[str, Any]], library_id: str) -> list[Episode]:
+async def _episodes(items: list[dict[str, Any]], library_id: str) -> list[EpisodeRow]:
     """Parse episode rows, handing the event loop back every ``PARSE_STEP`` rows."""
-    episodes = []
+    episodes: list[EpisodeRow] = []
     for index, item in enumerate(items):
         if index % PARSE_STEP == PARSE_STEP - 1:
             await asyncio.sleep(0)
@@ -369,7 +369,7 @@ async def _episodes(items: list[dict[str, Any]], library_id: str) -> list[Episod
         try:
             premiere = item.get("PremiereDate")
             episodes.append(
-                Episode(
+                episode_row(
                     id=str(item["Id"]),
                     show_id=str(item["SeriesId"]),
                     library_id=library_id,

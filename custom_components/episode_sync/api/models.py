@@ -1,7 +1,9 @@
 """Typed models shared by the clients and the sync engine.
 
-Parsed once at the edge (the clients), immutable afterwards: the engine keeps
-thousands of them, so they are frozen, slotted dataclasses with plain fields.
+Parsed once at the edge (the clients), immutable afterwards: frozen, slotted
+dataclasses with plain fields. Episodes travel and are mirrored as plain
+tuples of the same fields (``EpisodeRow``): the clients parse into rows, and
+an ``Episode`` is built from one when it is read.
 Ids are opaque strings on every server (Plex ratingKeys "often look numeric",
 Jellyfin ids are 32 hex digits, Emby's are numeric strings).
 """
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Final, Self
 
 
 class ServerKind(StrEnum):
@@ -92,3 +95,100 @@ class Episode:
     thumb: str | None = None
     duration: int | None = None
     air_time: str | None = None
+
+    @classmethod
+    def from_row(cls, row: EpisodeRow) -> Self:
+        """The episode a mirror row holds."""
+        return cls(
+            id=row[At.ID],
+            show_id=row[At.SHOW_ID],
+            library_id=row[At.LIBRARY_ID],
+            season=row[At.SEASON],
+            number=row[At.NUMBER],
+            title=row[At.TITLE],
+            air_date=row[At.AIR_DATE],
+            added_at=row[At.ADDED_AT],
+            watched=row[At.WATCHED],
+            updated_at=row[At.UPDATED_AT],
+            thumb=row[At.THUMB],
+            duration=row[At.DURATION],
+            air_time=row[At.AIR_TIME],
+        )
+
+
+#: An episode as the mirror holds it: ``Episode``'s fields, in their order, in
+#: a plain tuple. CPython's cyclic garbage collector does not track a tuple of
+#: strings, numbers and ``None``, while it tracks every instance of a class,
+#: and each of its full passes (Home Assistant's process runs them from time to
+#: time, whoever allocated) walks every tracked object: 100,000 ``Episode``
+#: objects made every such pass about 20 ms longer on a fast machine, for as
+#: long as the mirror lived; 100,000 rows add nothing (``script/bench``
+#: measures a pass with and without the mirror). Rows are also quicker to
+#: build: the stored mirror loads in half the time.
+type EpisodeRow = tuple[
+    str,  # id
+    str,  # show_id
+    str,  # library_id
+    int | None,  # season
+    int | None,  # number
+    str,  # title
+    str | None,  # air_date
+    int,  # added_at
+    bool,  # watched
+    int | None,  # updated_at
+    str | None,  # thumb
+    int | None,  # duration
+    str | None,  # air_time
+]
+
+
+def episode_row(
+    *,
+    id: str,
+    show_id: str,
+    library_id: str,
+    season: int | None,
+    number: int | None,
+    title: str,
+    air_date: str | None,
+    added_at: int,
+    watched: bool,
+    updated_at: int | None = None,
+    thumb: str | None = None,
+    duration: int | None = None,
+    air_time: str | None = None,
+) -> EpisodeRow:
+    """A mirror row, from ``Episode``'s fields by name (what the clients parse into)."""
+    return (
+        id,
+        show_id,
+        library_id,
+        season,
+        number,
+        title,
+        air_date,
+        added_at,
+        watched,
+        updated_at,
+        thumb,
+        duration,
+        air_time,
+    )
+
+
+class At:
+    """Where each of ``Episode``'s fields sits in an ``EpisodeRow``."""
+
+    ID: Final = 0
+    SHOW_ID: Final = 1
+    LIBRARY_ID: Final = 2
+    SEASON: Final = 3
+    NUMBER: Final = 4
+    TITLE: Final = 5
+    AIR_DATE: Final = 6
+    ADDED_AT: Final = 7
+    WATCHED: Final = 8
+    UPDATED_AT: Final = 9
+    THUMB: Final = 10
+    DURATION: Final = 11
+    AIR_TIME: Final = 12

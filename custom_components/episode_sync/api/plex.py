@@ -33,7 +33,7 @@ from .errors import (
 )
 from .http import HttpClient, to_int, to_seconds
 from .images import MediaImage, media_image
-from .models import Episode, Library, ServerInfo, ServerKind, Show
+from .models import Episode, EpisodeRow, Library, ServerInfo, ServerKind, Show, episode_row
 from .paging import PARSE_STEP, Page, fetch_all
 from .push import PushTarget, websocket_url
 
@@ -249,15 +249,15 @@ class PlexClient(HttpClient):
             page_size=SHOW_PAGE_SIZE,
         )
 
-    async def episodes(self, library_id: str) -> list[Episode]:
-        """Every episode of a section in one flat, paged listing (no season walk)."""
+    async def episodes(self, library_id: str) -> list[EpisodeRow]:
+        """Every episode of a section, as mirror rows: one flat, paged listing (no season walk)."""
         return await self._paged(
             f"/library/sections/{library_id}/all",
             {"type": str(TYPE_EPISODE), "sort": "id", **_LIGHT},
             lambda rows: _episodes(rows, library_id),
         )
 
-    async def show_episodes(self, library_id: str, show_id: str) -> list[Episode]:
+    async def show_episodes(self, library_id: str, show_id: str) -> list[EpisodeRow]:
         """Every episode of one show (``allLeaves``)."""
         return await self._paged(
             f"/library/metadata/{show_id}/allLeaves",
@@ -265,14 +265,14 @@ class PlexClient(HttpClient):
             lambda rows: _episodes(rows, library_id),
         )
 
-    async def changed_episodes(self, library_ids: Sequence[str], since: int) -> list[Episode]:
+    async def changed_episodes(self, library_ids: Sequence[str], since: int) -> list[EpisodeRow]:
         """Episodes updated at or after server time ``since``, per section."""
-        changed: list[Episode] = []
+        changed: list[EpisodeRow] = []
         for library_id in library_ids:
             changed.extend(await self._delta(library_id, since))
         return changed
 
-    async def _delta(self, library_id: str, since: int) -> list[Episode]:
+    async def _delta(self, library_id: str, since: int) -> list[EpisodeRow]:
         path = f"/library/sections/{library_id}/all"
         while True:
             # The operator belongs to the key: yarl sends ``updatedAt%3E%3E=…``,
@@ -308,9 +308,9 @@ def _show(row: Mapping[str, Any], library_id: str) -> Show:
         raise MediaServerProtocolError("Plex sent a show without ratingKey") from err
 
 
-async def _episodes(rows: list[dict[str, Any]], library_id: str) -> list[Episode]:
+async def _episodes(rows: list[dict[str, Any]], library_id: str) -> list[EpisodeRow]:
     """Parse episode rows, handing the event loop back every ``PARSE_STEP`` rows."""
-    episodes = []
+    episodes: list[EpisodeRow] = []
     for index, row in enumerate(rows):
         if index % PARSE_STEP == PARSE_STEP - 1:
             await asyncio.sleep(0)
@@ -324,7 +324,7 @@ async def _episodes(rows: list[dict[str, Any]], library_id: str) -> list[Episode
         try:
             air = row.get("originallyAvailableAt")
             episodes.append(
-                Episode(
+                episode_row(
                     id=str(row["ratingKey"]),
                     show_id=str(row["grandparentRatingKey"]),
                     library_id=library_id,
