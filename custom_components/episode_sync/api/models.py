@@ -68,7 +68,7 @@ class Show:
     thumb: str | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True)
 class Episode:
     """One mirrored episode.
 
@@ -98,22 +98,8 @@ class Episode:
 
     @classmethod
     def from_row(cls, row: EpisodeRow) -> Self:
-        """The episode a mirror row holds."""
-        return cls(
-            id=row[At.ID],
-            show_id=row[At.SHOW_ID],
-            library_id=row[At.LIBRARY_ID],
-            season=row[At.SEASON],
-            number=row[At.NUMBER],
-            title=row[At.TITLE],
-            air_date=row[At.AIR_DATE],
-            added_at=row[At.ADDED_AT],
-            watched=row[At.WATCHED],
-            updated_at=row[At.UPDATED_AT],
-            thumb=row[At.THUMB],
-            duration=row[At.DURATION],
-            air_time=row[At.AIR_TIME],
-        )
+        """The episode a mirror row holds (a row is the fields, in order)."""
+        return cls(*row)
 
 
 #: An episode as the mirror holds it: ``Episode``'s fields, in their order, in
