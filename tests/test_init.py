@@ -275,6 +275,43 @@ async def test_options_change_reloads_with_new_interval(
     assert plex_sim.requests[0].path == "/library/sections"
 
 
+@pytest.mark.parametrize("server", ["plex", "jellyfin"])
+async def test_selecting_another_library_announces_nothing(
+    hass: HomeAssistant,
+    server: str,
+    plex_sim: PlexSimulator,
+    jellyfin_sim: JellyfinSimulator,
+    freezer: FrozenDateTimeFactory,
+) -> None:
+    """A library selected later is mirrored like a first sync; what arrives after is new."""
+    sim: PlexSimulator | JellyfinSimulator = plex_sim if server == "plex" else jellyfin_sim
+    anime = sim.model.generate(title="Anime", shows=3, seasons=1, episodes=4, seed=2)
+    tv = [lid for lid in tv_library_ids(sim.model) if lid != anime.id]
+    if isinstance(sim, PlexSimulator):
+        entry = plex_entry(sim, libraries=tv)
+    else:
+        entry = await jellyfin_entry(sim, libraries=tv)
+    await setup_entry(hass, entry)
+    assert state_of(hass, entry, "sensor", "episodes") == "100"
+    events = async_capture_events(hass, EVENT_NEW_EPISODE)
+    many = async_capture_events(hass, EVENT_MANY_NEW_EPISODES)
+
+    result = await hass.config_entries.options.async_init(entry.entry_id)
+    result = await hass.config_entries.options.async_configure(
+        result["flow_id"], {**entry.options, "libraries": [*tv, anime.id]}
+    )
+    await hass.async_block_till_done()
+    assert state_of(hass, entry, "sensor", "episodes") == "112"
+    assert state_of(hass, entry, "sensor", "sync_mode") == "full"
+    assert (events, many) == ([], [])
+
+    sim.clock.advance(60)
+    arrival = sim.model.add_episode(next(iter(anime.shows)), 2, 1)
+    await next_poll(hass, freezer)
+    assert [e.data["episode_id"] for e in events] == [arrival.id]
+    assert many == []
+
+
 async def test_mass_removal_is_held_back_with_a_repair_issue(
     hass: HomeAssistant,
     plex_sim: PlexSimulator,

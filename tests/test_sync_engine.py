@@ -129,7 +129,7 @@ class FakeBackend:
         episode = Episode(
             id=episode_id,
             show_id=show_id,
-            library_id="1",
+            library_id=str(kw.get("library_id", "1")),
             season=season,
             number=number,
             title=str(kw.get("title", f"E{number}")),
@@ -195,6 +195,9 @@ async def test_first_sync_is_full_and_not_new() -> None:
     assert result.mode is SyncMode.FULL
     assert result.reason is FullSyncReason.NO_MIRROR
     assert result.first_sync
+    assert result.first_seen == {"1"}
+    assert len(result.added) == 12
+    assert result.new_episodes == ()
     assert result.mirror_changed
     assert len(harness.ids()) == 12
     assert harness.backend.calls == ["libraries", "shows", "episodes"]
@@ -282,6 +285,39 @@ async def test_rekey_keeps_added_at_and_is_not_new() -> None:
     assert result.rekeyed == 1
     stored = next(e for _, _, e in harness.mirror.episodes() if e.id == "rekeyed")
     assert stored.added_at == old.added_at
+
+
+@pytest.mark.parametrize("trusts_added_at", [True, False])
+async def test_a_newly_selected_library_is_mirrored_without_announcing(
+    trusts_added_at: bool,
+) -> None:
+    """Its episodes are added, not new; later arrivals in it are new (both date rules)."""
+    backend = make_backend(trusts_added_at=trusts_added_at)
+    harness = Harness(backend)
+    await harness.sync()
+    backend.libraries_list.append(Library(id="2", title="Anime", marker="a"))
+    backend.shows_by_library["2"] = [
+        Show(id="a0", library_id="2", title="Anime 0", episode_count=0, watched_count=0)
+    ]
+    backend.add("a0", "old-anime", 1, 1, added_at=12, library_id="2")
+    backend.add("s0", "new-here", 2, 1, added_at=backend.clock)  # in the known library
+    harness.engine = SyncEngine(
+        backend, server_id="srv", library_ids=["1", "2"], clock=lambda: harness.now
+    )
+    result = await harness.sync()
+    assert result.reason is FullSyncReason.LIBRARIES_CHANGED
+    assert result.first_seen == {"2"}
+    assert sorted(e.id for e in episodes_of(result.added)) == ["new-here", "old-anime"]
+    assert [e.id for e in episodes_of(result.new_episodes)] == ["new-here"]
+    # In a library mirrored for the first time, the server's "added" date stands.
+    stored = {e.id: e for _, _, e in harness.mirror.episodes()}
+    assert stored["old-anime"].added_at == 12
+
+    backend.bump()
+    backend.add("a0", "arrival", 1, 2, library_id="2")
+    result = await harness.sync()
+    assert result.first_seen == frozenset()
+    assert [e.id for e in episodes_of(result.new_episodes)] == ["arrival"]
 
 
 async def test_untrusted_added_at_uses_first_seen_time() -> None:

@@ -7,7 +7,7 @@ a failed write is a failed sync); one place fires the new-episode events.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -246,8 +246,8 @@ class EpisodeSyncCoordinator(DataUpdateCoordinator[SyncSnapshot]):
         )
         self._report_held_back(result)
         self._report_delta_failures(result)
-        if not result.first_sync and result.added:
-            self._announce(result)
+        if new := result.new_episodes:
+            self._announce(new)
         return self.snapshot()
 
     def _report_held_back(self, result: SyncResult) -> None:
@@ -336,7 +336,7 @@ class EpisodeSyncCoordinator(DataUpdateCoordinator[SyncSnapshot]):
             images=self.images,
         )
 
-    def _announce(self, result: SyncResult) -> None:
+    def _announce(self, new_episodes: Sequence[EpisodeRow]) -> None:
         """Fire the bus events of SPEC §5: ≤ 25 per sync, then one summary."""
         devices = dr.async_entries_for_config_entry(
             dr.async_get(self.hass), self.config_entry.entry_id
@@ -353,7 +353,7 @@ class EpisodeSyncCoordinator(DataUpdateCoordinator[SyncSnapshot]):
 
         visible = self.display_filter.visible
         added = sorted(
-            (row for row in result.added if visible(title_of(row), row[At.SEASON])),
+            (row for row in new_episodes if visible(title_of(row), row[At.SEASON])),
             key=lambda row: (row[At.ADDED_AT], row[At.ID]),
         )
         for row in added[:MAX_EVENTS_PER_SYNC]:

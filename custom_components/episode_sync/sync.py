@@ -282,6 +282,21 @@ class SyncResult:
     mirror_changed: bool
     #: True for the very first sync of a mirror: nothing in it is "new".
     first_sync: bool
+    #: Libraries this sync mirrored for the first time (every one at the first
+    #: sync; later, one the user just selected): nothing in them is "new".
+    first_seen: frozenset[str] = frozenset()
+
+    @property
+    def new_episodes(self) -> tuple[EpisodeRow, ...]:
+        """The added episodes to announce: none of a library mirrored for the first time.
+
+        Selecting another library (or selecting one again) mirrors thousands of
+        episodes the server has had for years; announcing them as new would
+        fire a burst of events for nothing (SPEC §5: never on a first sync).
+        """
+        if self.first_sync:
+            return ()
+        return tuple(row for row in self.added if row[At.LIBRARY_ID] not in self.first_seen)
 
     @property
     def held_back(self) -> Mapping[str, int]:
@@ -310,12 +325,16 @@ class _Builder:
       must not announce the whole library as new;
     - when the server's "added" date cannot be trusted (Jellyfin's
       DateCreated is the file's birth time), a known episode keeps the
-      ``added_at`` the mirror gave it, and an episode new to an existing
-      mirror gets the time the mirror first saw it.
+      ``added_at`` the mirror gave it, and an episode new to a library the
+      mirror already held gets the time the mirror first saw it (in a
+      library mirrored for the first time, the server's date stands).
     """
 
-    def __init__(self, *, first_sync: bool, trusts_added_at: bool, seen_at: int) -> None:
-        self.first_sync = first_sync
+    def __init__(
+        self, *, known_libraries: Collection[str], trusts_added_at: bool, seen_at: int
+    ) -> None:
+        #: The libraries of the mirror the sync started from.
+        self.known_libraries = known_libraries
         self.trusts_added_at = trusts_added_at
         self.seen_at = seen_at
         self.added: list[EpisodeRow] = []
@@ -356,7 +375,7 @@ class _Builder:
                 self.rekeyed += 1
                 self.updated[show.library_id] += 1
                 continue
-            if not self.first_sync and not self.trusts_added_at:
+            if show.library_id in self.known_libraries and not self.trusts_added_at:
                 rows[episode_id] = _added_at(fetched, self.seen_at)
             self.added.append(rows[episode_id])
         self.removed.extend(gone.values())
@@ -487,7 +506,7 @@ class SyncEngine:
 
     def _builder(self, mirror: Mirror) -> _Builder:
         return _Builder(
-            first_sync=mirror.is_empty,
+            known_libraries=mirror.libraries.keys(),
             trusts_added_at=self._backend.trusts_added_at,
             seen_at=self._backend.server_clock or int(self._clock()),
         )
@@ -703,6 +722,7 @@ class SyncEngine:
             state=state,
             mirror_changed=changed,
             first_sync=old.is_empty,
+            first_seen=frozenset(libraries.keys() - old.libraries.keys()),
         )
 
     @staticmethod
