@@ -256,6 +256,7 @@ async def test_diagnostics_are_redacted_and_capped(
     assert plex_sim.token not in text
     assert plex_sim.url not in text
     assert diagnostics["mirror"]["episodes"] == 100
+    assert diagnostics["mirror"]["removed_lately"] == 0
     assert diagnostics["push"] is None  # push off in this entry
     assert len(diagnostics["mirror"]["sample"]) == 5
     assert diagnostics["sync"]["last_result"]["mode"] == "full"
@@ -310,6 +311,50 @@ async def test_selecting_another_library_announces_nothing(
     await next_poll(hass, freezer)
     assert [e.data["episode_id"] for e in events] == [arrival.id]
     assert many == []
+
+
+@pytest.mark.parametrize("server", ["plex", "jellyfin"])
+async def test_an_episode_back_after_a_removal_is_not_announced_again(
+    hass: HomeAssistant,
+    server: str,
+    plex_sim: PlexSimulator,
+    jellyfin_sim: JellyfinSimulator,
+    freezer: FrozenDateTimeFactory,
+) -> None:
+    """A file gone then back under its id (a share offline, Plex's trash) is no new episode."""
+    sim: PlexSimulator | JellyfinSimulator = plex_sim if server == "plex" else jellyfin_sim
+    entry = plex_entry(sim) if isinstance(sim, PlexSimulator) else await jellyfin_entry(sim)
+    await setup_entry(hass, entry)
+    events = async_capture_events(hass, EVENT_NEW_EPISODE)
+    sim.clock.advance(60)
+    arrival = sim.model.add_episode(_first_show(sim).id, 3, 1)
+    await next_poll(hass, freezer)
+    assert [e.data["episode_id"] for e in events] == [arrival.id]
+    first_seen = events[0].data["added_at"]
+
+    sim.clock.advance(60)
+    sim.model.remove_episode(arrival.id)
+    await next_poll(hass, freezer)
+    assert state_of(hass, entry, "sensor", "episodes") == "100"
+    # The memory of the removal is stored with the mirror: it survives a restart.
+    assert await hass.config_entries.async_reload(entry.entry_id)
+    await hass.async_block_till_done()
+
+    sim.clock.advance(60)
+    sim.model.restore_episode(arrival)
+    await next_poll(hass, freezer)
+    assert state_of(hass, entry, "sensor", "episodes") == "101"
+    assert len(events) == 1
+    answer = await hass.services.async_call(
+        DOMAIN,
+        "get_new_episodes",
+        {"config_entry_id": entry.entry_id},
+        blocking=True,
+        return_response=True,
+    )
+    assert answer is not None
+    restored = next(e for e in answer["episodes"] if e["episode_id"] == arrival.id)  # type: ignore[union-attr]
+    assert restored["added_at"] == first_seen  # type: ignore[index]
 
 
 async def test_mass_removal_is_held_back_with_a_repair_issue(

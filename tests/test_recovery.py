@@ -164,6 +164,8 @@ WRONG_SHAPES: list[tuple[str, str, Callable[[dict[str, Any], str], None]]] = [
     ("library", "a show row of the wrong length", _set(("libraries", 0, "shows", 0), [1, 2, 3])),
     ("library", "an added_at that is text", lambda storage_, key: _text_added_at(storage_[key])),
     ("library", "episode rows that are no JSON", _set(("libraries", 0, "shows", 0, 5), "[[")),
+    ("library", "removed episodes that are a list", _set(("removed",), ["e1"])),
+    ("library", "a removed episode without its times", _set(("removed",), {"e1": [1]})),
     ("status", "missing (half a pair)", _drop),
     ("library", "missing (half a pair)", _drop),
 ]

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field, replace
 
 import pytest
 
+from custom_components.episode_sync import sync as sync_module
 from custom_components.episode_sync.api.errors import (
     MediaServerConnectionError,
     MediaServerProtocolError,
@@ -29,6 +30,7 @@ from custom_components.episode_sync.api.models import (
 )
 from custom_components.episode_sync.sync import (
     CURSOR_OVERLAP,
+    REMOVED_FOR,
     SHOWS_CHECK_INTERVAL,
     FullSyncReason,
     Mirror,
@@ -318,6 +320,53 @@ async def test_a_newly_selected_library_is_mirrored_without_announcing(
     result = await harness.sync()
     assert result.first_seen == frozenset()
     assert [e.id for e in episodes_of(result.new_episodes)] == ["arrival"]
+
+
+@pytest.mark.parametrize("trusts_added_at", [True, False])
+async def test_an_episode_back_under_its_id_is_restored_not_new(trusts_added_at: bool) -> None:
+    """A share offline then back: no new episode, the old ``added_at``; remembered 30 days."""
+    backend = make_backend(trusts_added_at=trusts_added_at)
+    harness = Harness(backend)
+    await harness.sync()
+    gone = backend.episodes_by_show["s1"][0]
+    backend.bump()
+    backend.remove(gone.id)
+    result = await harness.sync()
+    assert [e.id for e in episodes_of(result.removed)] == [gone.id]
+    assert harness.mirror.removed == {gone.id: (gone.added_at, harness.now)}
+
+    backend.bump()
+    backend.episodes_by_show["s1"].append(replace(gone, added_at=backend.clock))
+    result = await harness.sync()
+    assert (result.added, result.new_episodes, result.updated) == ((), (), 1)
+    stored = {e.id: e for _, _, e in harness.mirror.episodes()}
+    assert stored[gone.id].added_at == gone.added_at
+    assert harness.mirror.removed == {}
+
+    # Removed again and back after REMOVED_FOR: then it is new.
+    backend.bump()
+    backend.remove(gone.id)
+    await harness.sync()
+    backend.bump()
+    backend.episodes_by_show["s1"].append(replace(gone, added_at=backend.clock))
+    result = await harness.sync(advance=REMOVED_FOR)
+    assert [e.id for e in episodes_of(result.new_episodes)] == [gone.id]
+
+
+async def test_only_the_latest_removals_are_remembered(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sync_module, "REMOVED_MEMORY", 3)
+    backend = make_backend()
+    harness = Harness(backend)
+    await harness.sync()
+    for episode_id in ("e0-1", "e0-2", "e1-1", "e1-2"):
+        backend.bump()
+        backend.remove(episode_id)
+        await harness.sync()
+    assert list(harness.mirror.removed) == ["e0-2", "e1-1", "e1-2"]
+    # Another server's removals mean nothing here.
+    other = SyncEngine(backend, server_id="other", library_ids=["1"], clock=lambda: harness.now)
+    result = await other.sync(harness.mirror, harness.state)
+    assert result.mirror.removed == {}
 
 
 async def test_untrusted_added_at_uses_first_seen_time() -> None:

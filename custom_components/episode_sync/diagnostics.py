@@ -55,6 +55,8 @@ async def async_get_config_entry_diagnostics(
             },
             "shows": mirror.show_count,
             "episodes": mirror.episode_count,
+            # Ids of episodes removed lately, kept so a returning one is no new one.
+            "removed_lately": len(mirror.removed),
             "sample": sample,
         },
         # Whether the notification socket is up, and how often it came back.

@@ -139,7 +139,8 @@ async def encode_mirror(mirror: Mirror) -> dict[str, Any]:
                 done = 0
                 await asyncio.sleep(0)
         libraries.append({"id": library.id, "title": library.title, "shows": shows})
-    return {"server_id": mirror.server_id, "libraries": libraries}
+    removed = {eid: list(lately) for eid, lately in mirror.removed.items()}
+    return {"server_id": mirror.server_id, "libraries": libraries, "removed": removed}
 
 
 def decode_mirror(data: Mapping[str, Any]) -> Mirror:
@@ -229,9 +230,18 @@ def _decode(data: Mapping[str, Any]) -> Generator[None, None, Mirror]:
                 id=library_id, title=str(lib["title"]), shows=shows
             )
         server_id = data["server_id"]
-    except (KeyError, TypeError, ValueError) as err:
+        # Absent from files written before episodes removed lately were kept.
+        removed = {
+            str(eid): (int(added_at), float(removed_at))
+            for eid, (added_at, removed_at) in data.get("removed", {}).items()
+        }
+    except (AttributeError, KeyError, TypeError, ValueError) as err:
         raise ValueError(f"unexpected mirror layout: {err!r}") from err
-    return Mirror(server_id=str(server_id) if server_id is not None else None, libraries=libraries)
+    return Mirror(
+        server_id=str(server_id) if server_id is not None else None,
+        libraries=libraries,
+        removed=removed,
+    )
 
 
 def encode_state(state: SyncState) -> dict[str, Any]:

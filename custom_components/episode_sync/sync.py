@@ -61,6 +61,14 @@ MASS_REMOVAL_MIN = 10
 #: items, so a 100,000-episode full sync never blocks Home Assistant for long.
 YIELD_EVERY = 2000
 
+#: Episodes removed from the mirror are remembered this long, and at most
+#: ``REMOVED_MEMORY`` of them (the latest): one that comes back under its id (a
+#: share that was offline, Plex's trash restored, a file put back: Jellyfin's
+#: item id is a hash of its path, LibraryManager.GetNewItemIdInternal) is the
+#: episode it was, with its ``added_at``, and is not announced again.
+REMOVED_FOR = 30 * 86_400.0
+REMOVED_MEMORY = 20_000
+
 #: Markers can miss watch-state changes (Plex does not bump contentChangedAt
 #: for them), so each library's shows are re-listed at least this often.
 SHOWS_CHECK_INTERVAL = 3600.0
@@ -217,6 +225,9 @@ class Mirror:
 
     server_id: str | None = None
     libraries: Mapping[str, LibraryMirror] = field(default_factory=dict)
+    #: Recently removed episodes: id -> (its ``added_at``, when it was removed
+    #: on the local clock); see ``REMOVED_FOR``.
+    removed: Mapping[str, tuple[int, float]] = field(default_factory=dict)
 
     @property
     def is_empty(self) -> bool:
@@ -323,6 +334,8 @@ class _Builder:
       gone from it, anywhere in the mirror (``settle``): a re-created server
       or a rebuilt database gives every show and episode a new id, and that
       must not announce the whole library as new;
+    - an episode that comes back under the id of one removed lately
+      (``Mirror.removed``) is restored with its ``added_at``, not added;
     - when the server's "added" date cannot be trusted (Jellyfin's
       DateCreated is the file's birth time), a known episode keeps the
       ``added_at`` the mirror gave it, and an episode new to a library the
@@ -331,10 +344,18 @@ class _Builder:
     """
 
     def __init__(
-        self, *, known_libraries: Collection[str], trusts_added_at: bool, seen_at: int
+        self,
+        *,
+        known_libraries: Collection[str],
+        removed_lately: Mapping[str, tuple[int, float]],
+        trusts_added_at: bool,
+        seen_at: int,
     ) -> None:
         #: The libraries of the mirror the sync started from.
         self.known_libraries = known_libraries
+        self.removed_lately = removed_lately
+        #: Episodes back from ``removed_lately``: id -> library id.
+        self.restored: dict[str, str] = {}
         self.trusts_added_at = trusts_added_at
         self.seen_at = seen_at
         self.added: list[EpisodeRow] = []
@@ -373,6 +394,11 @@ class _Builder:
                 rows[episode_id] = _added_at(fetched, predecessor[At.ADDED_AT])
                 del gone[predecessor[At.ID]]
                 self.rekeyed += 1
+                self.updated[show.library_id] += 1
+                continue
+            if (lately := self.removed_lately.get(episode_id)) is not None:
+                rows[episode_id] = _added_at(fetched, lately[0])
+                self.restored[episode_id] = show.library_id
                 self.updated[show.library_id] += 1
                 continue
             if show.library_id in self.known_libraries and not self.trusts_added_at:
@@ -434,7 +460,18 @@ class _Builder:
         """Forget what was recorded for one library (its changes are not applied)."""
         self.added = [row for row in self.added if row[At.LIBRARY_ID] != library_id]
         self.removed = [row for row in self.removed if row[At.LIBRARY_ID] != library_id]
+        self.restored = {eid: lid for eid, lid in self.restored.items() if lid != library_id}
         self.updated.pop(library_id, None)
+
+    def removed_lately_after(self, now: float) -> dict[str, tuple[int, float]]:
+        """``Mirror.removed`` once this sync is applied: its removals in, the restored out."""
+        kept = {
+            eid: lately for eid, lately in self.removed_lately.items() if eid not in self.restored
+        }
+        kept.update((row[At.ID], (row[At.ADDED_AT], now)) for row in self.removed)
+        if len(kept) > REMOVED_MEMORY:  # the dict's order is the order of removal
+            kept = dict(list(kept.items())[-REMOVED_MEMORY:])
+        return kept
 
 
 class SyncEngine:
@@ -505,10 +542,17 @@ class SyncEngine:
         return None
 
     def _builder(self, mirror: Mirror) -> _Builder:
+        now = self._clock()
         return _Builder(
             known_libraries=mirror.libraries.keys(),
+            # Another server's ids mean nothing here; old removals are forgotten.
+            removed_lately={
+                eid: lately
+                for eid, lately in mirror.removed.items()
+                if mirror.server_id == self._server_id and now - lately[1] < REMOVED_FOR
+            },
             trusts_added_at=self._backend.trusts_added_at,
-            seen_at=self._backend.server_clock or int(self._clock()),
+            seen_at=self._backend.server_clock or int(now),
         )
 
     # -- full sync ------------------------------------------------------------------
@@ -708,6 +752,13 @@ class SyncEngine:
         else:
             state = replace(state, held_back={})
         changed = builder.changed or old.server_id != self._server_id
+        new = old
+        if changed:
+            new = Mirror(
+                server_id=self._server_id,
+                libraries=libraries,
+                removed=builder.removed_lately_after(self._clock()),
+            )
         return SyncResult(
             mode=mode,
             reason=reason,
@@ -718,7 +769,7 @@ class SyncEngine:
             removed=tuple(builder.removed),
             updated=builder.updated.total(),
             rekeyed=builder.rekeyed,
-            mirror=Mirror(server_id=self._server_id, libraries=libraries) if changed else old,
+            mirror=new,
             state=state,
             mirror_changed=changed,
             first_sync=old.is_empty,

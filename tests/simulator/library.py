@@ -296,6 +296,24 @@ class SimLibraryModel:
         self.on_change("episode_removed", show.library_id, episode)
         return episode
 
+    def restore_episode(self, episode: SimEpisode) -> SimEpisode:
+        """A removed or trashed episode's file is back under the same id.
+
+        A share that was offline comes back, or Plex's trash is restored: Plex
+        keeps the item (ratingKey, addedAt), and Jellyfin's item id is a hash
+        of the file's path (LibraryManager.GetNewItemIdInternal), so a file put
+        back at its path is the same item again.
+        """
+        now = self.clock.now()
+        show = self._show_index[episode.show_id]
+        episode.deleted_at = None
+        episode.updated_at = int(now)
+        episode.saved_at = now
+        show.episodes[episode.id] = episode
+        self._episode_index[episode.id] = episode
+        self.on_change("episode_added", show.library_id, episode)
+        return episode
+
     def trash_episode(self, episode_id: str) -> SimEpisode:
         """The episode's file vanished but the server keeps the item (Plex trash)."""
         episode = self._episode_index[episode_id]
