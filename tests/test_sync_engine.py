@@ -289,6 +289,34 @@ async def test_rekey_keeps_added_at_and_is_not_new() -> None:
     assert stored.added_at == old.added_at
 
 
+@pytest.mark.parametrize("force_full", [False, True])
+async def test_an_unselected_library_is_dropped_not_held_back_as_removed(
+    force_full: bool,
+) -> None:
+    """Unselected at a scheduled (or forced) full sync: gone, no removals, no hold-back."""
+    backend = make_backend()
+    backend.libraries_list.append(Library(id="2", title="Anime", marker="a"))
+    backend.shows_by_library["2"] = [
+        Show(id="a0", library_id="2", title="Anime 0", episode_count=0, watched_count=0)
+    ]
+    for n in range(1, 21):
+        backend.add("a0", f"anime-{n}", 1, n, library_id="2")
+    harness = Harness(backend, library_ids=["1", "2"], full_sync_interval=86_400)
+    await harness.sync()
+    harness.engine = SyncEngine(
+        backend,
+        server_id="srv",
+        library_ids=["1"],
+        full_sync_interval=86_400,
+        clock=lambda: harness.now,
+    )
+    result = await harness.sync(advance=86_400, force_full=force_full)
+    assert result.mode is SyncMode.FULL
+    assert (result.removed, dict(result.held_back)) == ((), {})
+    assert set(harness.mirror.libraries) == {"1"}
+    assert harness.mirror.removed == {}
+
+
 @pytest.mark.parametrize("trusts_added_at", [True, False])
 async def test_a_newly_selected_library_is_mirrored_without_announcing(
     trusts_added_at: bool,

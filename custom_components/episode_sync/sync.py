@@ -603,8 +603,9 @@ class SyncEngine:
             )
         for library_id in mirror.libraries.keys() - new_libraries.keys():
             builder.structure_changed = True
-            for old_show in mirror.libraries[library_id].shows.values():
-                builder.drop(old_show)
+            if library_id in self._library_ids:  # gone from the server, not unselected
+                for old_show in mirror.libraries[library_id].shows.values():
+                    builder.drop(old_show)
         now = self._clock()
         new_state = replace(
             state,
