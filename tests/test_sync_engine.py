@@ -625,6 +625,34 @@ async def test_library_renamed_unselected_and_reappearing() -> None:
     assert set(harness.mirror.libraries) == {"1", "2"}
 
 
+async def test_without_markers_a_selected_library_back_on_the_server_is_picked_up() -> None:
+    """Jellyfin lists libraries only while a selected one is missing from the mirror."""
+    backend = make_backend(has_library_markers=False)
+    saved = Library(id="2", title="Anime")
+    backend.libraries_list.append(saved)
+    backend.shows_by_library["2"] = [
+        Show(id="a0", library_id="2", title="A", episode_count=0, watched_count=0)
+    ]
+    backend.add("a0", "a0-1", 1, 1, library_id="2")
+    harness = Harness(backend, library_ids=["1", "2"])
+    await harness.sync()
+    await harness.sync()
+    assert "libraries" not in backend.calls  # both are mirrored: no listing
+
+    backend.libraries_list.remove(saved)  # gone from the server
+    await harness.sync(force_full=True)
+    assert set(harness.mirror.libraries) == {"1"}
+    result = await harness.sync()
+    assert (result.mode, backend.calls[0]) == (SyncMode.INCREMENTAL, "libraries")
+
+    backend.libraries_list.append(saved)  # back, same id
+    result = await harness.sync()
+    assert result.reason is FullSyncReason.INCONSISTENT
+    assert set(harness.mirror.libraries) == {"1", "2"}
+    await harness.sync()
+    assert "libraries" not in backend.calls
+
+
 async def test_new_empty_show_and_show_metadata_change() -> None:
     backend = make_backend()
     harness = Harness(backend)

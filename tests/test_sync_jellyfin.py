@@ -80,6 +80,31 @@ async def test_initial_and_unchanged(
     assert state_of(hass, entry, "sensor", "sync_mode") == "incremental"
 
 
+async def test_a_selected_library_back_on_the_server_is_mirrored_at_the_next_sync(
+    hass: HomeAssistant, jellyfin_sim: JellyfinSimulator, freezer: FrozenDateTimeFactory
+) -> None:
+    """Jellyfin has no library markers: libraries are listed only while one is missing."""
+    anime = jellyfin_sim.model.generate(title="Anime", shows=2, seasons=1, episodes=3, seed=3)
+    entry = await jellyfin_entry(jellyfin_sim)
+    await setup_entry(hass, entry)
+    assert state_of(hass, entry, "sensor", "episodes") == "106"
+
+    jellyfin_sim.model.remove_library(anime.id)  # the folder is removed from the server
+    await next_poll(hass, freezer)
+    assert state_of(hass, entry, "sensor", "episodes") == "100"
+    jellyfin_sim.clear_log()
+    await next_poll(hass, freezer)
+    assert any(p.endswith("Views") for p in _sync_requests(jellyfin_sim))  # the library list
+
+    jellyfin_sim.model.restore_library(anime)
+    await next_poll(hass, freezer)
+    assert state_of(hass, entry, "sensor", "episodes") == "106"
+    jellyfin_sim.clear_log()
+    await next_poll(hass, freezer)
+    assert not any(p.endswith("Views") for p in _sync_requests(jellyfin_sim))
+    assert len(_sync_requests(jellyfin_sim)) == 3  # one listing per library, one delta
+
+
 async def test_added_episode_with_an_old_file_date_is_new(
     hass: HomeAssistant,
     jellyfin: JellyfinSimulator,

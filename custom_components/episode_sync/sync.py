@@ -635,13 +635,17 @@ class SyncEngine:
         shows_checked = dict(state.shows_checked)
         to_check: list[str] = list(libraries)
 
-        if backend.has_library_markers:
+        on_server: dict[str, Library] = {}
+        if backend.has_library_markers or not self._library_ids <= libraries.keys():
             # Step 1 (SPEC §3): one listing of the libraries and their markers;
-            # an unchanged library costs nothing more.
+            # an unchanged library costs nothing more. Without markers
+            # (Jellyfin) the libraries are listed only while a selected one is
+            # missing from the mirror (it was gone at the last full sync).
             on_server = {lib.id: lib for lib in await backend.libraries()}
             if any(lid in on_server and lid not in libraries for lid in self._library_ids):
                 # A selected library (re)appeared: it needs a full listing.
                 raise InconsistentSyncError("a selected library is not mirrored yet")
+        if backend.has_library_markers:
             listed = {lid: lib for lid, lib in on_server.items() if lid in libraries}
             to_check = []
             for library_id in libraries.keys() - listed.keys():

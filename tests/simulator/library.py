@@ -371,6 +371,14 @@ class SimLibraryModel:
             self.remove_show(show_id)
         self.on_change("library_wiped", library_id, None)
 
+    def restore_library(self, library: SimLibrary) -> None:
+        """Put back a removed library as it was (the same folder added again: same ids)."""
+        self.libraries[library.id] = library
+        for show in library.shows.values():
+            self._show_index[show.id] = show
+            self._episode_index.update(show.episodes)
+        self.on_change("library_added", library.id, None)
+
     def remove_library(self, library_id: str) -> None:
         """Delete a library entirely."""
         for show_id in list(self.libraries[library_id].shows):
