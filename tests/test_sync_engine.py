@@ -361,7 +361,9 @@ async def test_an_episode_back_under_its_id_is_restored_not_new(trusts_added_at:
     backend.remove(gone.id)
     result = await harness.sync()
     assert [e.id for e in episodes_of(result.removed)] == [gone.id]
-    assert harness.mirror.removed == {gone.id: (gone.added_at, harness.now)}
+    assert harness.mirror.removed == {
+        gone.id: (gone.added_at, harness.now, gone.show_id, gone.season, gone.number)
+    }
 
     backend.bump()
     backend.episodes_by_show["s1"].append(replace(gone, added_at=backend.clock))
@@ -379,6 +381,26 @@ async def test_an_episode_back_under_its_id_is_restored_not_new(trusts_added_at:
     backend.episodes_by_show["s1"].append(replace(gone, added_at=backend.clock))
     result = await harness.sync(advance=REMOVED_FOR)
     assert [e.id for e in episodes_of(result.new_episodes)] == [gone.id]
+
+
+async def test_an_episode_replaced_a_sync_later_is_a_rekey_not_new() -> None:
+    """A file replaced by a better one (new id, same show, season and number) across syncs."""
+    backend = make_backend(trusts_added_at=False)
+    harness = Harness(backend)
+    await harness.sync()
+    old = backend.episodes_by_show["s2"][1]
+    backend.bump()
+    backend.remove(old.id)
+    await harness.sync()
+    backend.bump()
+    backend.add("s2", "better-file", old.season or 0, old.number or 0, added_at=backend.clock)
+    backend.add("s2", "truly-new", 9, 1)
+    result = await harness.sync()
+    assert [e.id for e in episodes_of(result.new_episodes)] == ["truly-new"]
+    assert (result.rekeyed, result.updated) == (1, 1)
+    stored = {e.id: e for _, _, e in harness.mirror.episodes()}
+    assert stored["better-file"].added_at == old.added_at
+    assert old.id not in harness.mirror.removed
 
 
 async def test_only_the_latest_removals_are_remembered(monkeypatch: pytest.MonkeyPatch) -> None:

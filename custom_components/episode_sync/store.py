@@ -232,8 +232,10 @@ def _decode(data: Mapping[str, Any]) -> Generator[None, None, Mirror]:
         server_id = data["server_id"]
         # Absent from files written before episodes removed lately were kept.
         removed = {
-            str(eid): (int(added_at), float(removed_at))
-            for eid, (added_at, removed_at) in data.get("removed", {}).items()
+            str(eid): (int(added_at), float(removed_at), str(show_id), season, number)
+            for eid, (added_at, removed_at, show_id, season, number) in data.get(
+                "removed", {}
+            ).items()
         }
     except (AttributeError, KeyError, TypeError, ValueError) as err:
         raise ValueError(f"unexpected mirror layout: {err!r}") from err

@@ -62,12 +62,19 @@ MASS_REMOVAL_MIN = 10
 YIELD_EVERY = 2000
 
 #: Episodes removed from the mirror are remembered this long, and at most
-#: ``REMOVED_MEMORY`` of them (the latest): one that comes back under its id (a
+#: ``REMOVED_MEMORY`` of them (the latest). One that comes back under its id (a
 #: share that was offline, Plex's trash restored, a file put back: Jellyfin's
-#: item id is a hash of its path, LibraryManager.GetNewItemIdInternal) is the
-#: episode it was, with its ``added_at``, and is not announced again.
+#: item id is a hash of its path, LibraryManager.GetNewItemIdInternal), or
+#: under a new id in the same show, season and number (a file replaced by a
+#: better one a sync later), is the episode it was: it keeps its ``added_at``
+#: and is not announced again.
 REMOVED_FOR = 30 * 86_400.0
 REMOVED_MEMORY = 20_000
+
+#: A removed episode as the mirror remembers it: its ``added_at``, when it was
+#: removed (local clock), and its show id, season and number. A plain tuple,
+#: like ``EpisodeRow``, so the garbage collector does not track it.
+type Removal = tuple[int, float, str, int | None, int | None]
 
 #: Markers can miss watch-state changes (Plex does not bump contentChangedAt
 #: for them), so each library's shows are re-listed at least this often.
@@ -225,9 +232,8 @@ class Mirror:
 
     server_id: str | None = None
     libraries: Mapping[str, LibraryMirror] = field(default_factory=dict)
-    #: Recently removed episodes: id -> (its ``added_at``, when it was removed
-    #: on the local clock); see ``REMOVED_FOR``.
-    removed: Mapping[str, tuple[int, float]] = field(default_factory=dict)
+    #: Episodes removed lately by id; see ``REMOVED_FOR``.
+    removed: Mapping[str, Removal] = field(default_factory=dict)
 
     @property
     def is_empty(self) -> bool:
@@ -334,8 +340,8 @@ class _Builder:
       gone from it, anywhere in the mirror (``settle``): a re-created server
       or a rebuilt database gives every show and episode a new id, and that
       must not announce the whole library as new;
-    - an episode that comes back under the id of one removed lately
-      (``Mirror.removed``) is restored with its ``added_at``, not added;
+    - so is an episode that comes back under the id, or in the show, season
+      and number, of one removed lately (``Mirror.removed``);
     - when the server's "added" date cannot be trusted (Jellyfin's
       DateCreated is the file's birth time), a known episode keeps the
       ``added_at`` the mirror gave it, and an episode new to a library the
@@ -347,7 +353,7 @@ class _Builder:
         self,
         *,
         known_libraries: Collection[str],
-        removed_lately: Mapping[str, tuple[int, float]],
+        removed_lately: Mapping[str, Removal],
         trusts_added_at: bool,
         seen_at: int,
     ) -> None:
@@ -356,6 +362,8 @@ class _Builder:
         self.removed_lately = removed_lately
         #: Episodes back from ``removed_lately``: id -> library id.
         self.restored: dict[str, str] = {}
+        #: (show id, season, number) -> id of ``removed_lately``, when first needed.
+        self._removed_slots: dict[tuple[str, int | None, int], str] | None = None
         self.trusts_added_at = trusts_added_at
         self.seen_at = seen_at
         self.added: list[EpisodeRow] = []
@@ -396,9 +404,11 @@ class _Builder:
                 self.rekeyed += 1
                 self.updated[show.library_id] += 1
                 continue
-            if (lately := self.removed_lately.get(episode_id)) is not None:
-                rows[episode_id] = _added_at(fetched, lately[0])
-                self.restored[episode_id] = show.library_id
+            if (back := self._removed_lately_as(fetched)) is not None:
+                rows[episode_id] = _added_at(fetched, self.removed_lately[back][0])
+                self.restored[back] = show.library_id
+                if back != episode_id:
+                    self.rekeyed += 1  # a re-key that took more than one sync
                 self.updated[show.library_id] += 1
                 continue
             if show.library_id in self.known_libraries and not self.trusts_added_at:
@@ -463,12 +473,32 @@ class _Builder:
         self.restored = {eid: lid for eid, lid in self.restored.items() if lid != library_id}
         self.updated.pop(library_id, None)
 
-    def removed_lately_after(self, now: float) -> dict[str, tuple[int, float]]:
+    def _removed_lately_as(self, row: EpisodeRow) -> str | None:
+        """The id of the episode removed lately that ``row`` brings back, if any."""
+        if not self.removed_lately:
+            return None
+        if row[At.ID] in self.removed_lately:
+            return row[At.ID]
+        if (number := row[At.NUMBER]) is None:
+            return None
+        if self._removed_slots is None:  # built once, on the first new episode
+            self._removed_slots = {
+                (show_id, season, n): eid
+                for eid, (_, _, show_id, season, n) in self.removed_lately.items()
+                if n is not None and eid not in self.restored
+            }
+        back = self._removed_slots.pop((row[At.SHOW_ID], row[At.SEASON], number), None)
+        return back if back not in self.restored else None
+
+    def removed_lately_after(self, now: float) -> dict[str, Removal]:
         """``Mirror.removed`` once this sync is applied: its removals in, the restored out."""
         kept = {
             eid: lately for eid, lately in self.removed_lately.items() if eid not in self.restored
         }
-        kept.update((row[At.ID], (row[At.ADDED_AT], now)) for row in self.removed)
+        kept.update(
+            (row[At.ID], (row[At.ADDED_AT], now, row[At.SHOW_ID], row[At.SEASON], row[At.NUMBER]))
+            for row in self.removed
+        )
         if len(kept) > REMOVED_MEMORY:  # the dict's order is the order of removal
             kept = dict(list(kept.items())[-REMOVED_MEMORY:])
         return kept
