@@ -67,6 +67,18 @@ async def jellyfin_sim(socket_enabled: Any) -> AsyncIterator[JellyfinSimulator]:
     await sim.close()
 
 
+@pytest.fixture(params=["plex", "jellyfin"])
+async def media_sim(
+    request: pytest.FixtureRequest, socket_enabled: Any
+) -> AsyncIterator[PlexSimulator | JellyfinSimulator]:
+    """Each server in turn (the test runs once per server), set up as ``plex_sim``."""
+    sim = PlexSimulator() if request.param == "plex" else JellyfinSimulator()
+    sim.model.generate(shows=10, seasons=2, episodes=5, seed=1)
+    await sim.start()
+    yield sim
+    await sim.close()
+
+
 @pytest.fixture
 async def plextv_sim(
     socket_enabled: Any, monkeypatch: pytest.MonkeyPatch

@@ -90,6 +90,13 @@ async def jellyfin_entry(sim: JellyfinSimulator, **options: Any) -> MockConfigEn
     )
 
 
+async def entry_for(sim: PlexSimulator | JellyfinSimulator, **options: Any) -> MockConfigEntry:
+    """The config entry of either simulator, as the config flow would create it."""
+    if isinstance(sim, PlexSimulator):
+        return plex_entry(sim, **options)
+    return await jellyfin_entry(sim, **options)
+
+
 async def setup_entry(hass: HomeAssistant, entry: MockConfigEntry) -> None:
     """Add and set up an entry (its first sync runs during set-up)."""
     entry.add_to_hass(hass)

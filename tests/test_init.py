@@ -25,6 +25,7 @@ from custom_components.episode_sync.const import (
 from custom_components.episode_sync.diagnostics import async_get_config_entry_diagnostics
 from tests.helpers import (
     entity_id,
+    entry_for,
     jellyfin_entry,
     next_poll,
     plex_entry,
@@ -276,22 +277,16 @@ async def test_options_change_reloads_with_new_interval(
     assert plex_sim.requests[0].path == "/library/sections"
 
 
-@pytest.mark.parametrize("server", ["plex", "jellyfin"])
 async def test_selecting_another_library_announces_nothing(
     hass: HomeAssistant,
-    server: str,
-    plex_sim: PlexSimulator,
-    jellyfin_sim: JellyfinSimulator,
+    media_sim: PlexSimulator | JellyfinSimulator,
     freezer: FrozenDateTimeFactory,
 ) -> None:
     """A library selected later is mirrored like a first sync; what arrives after is new."""
-    sim: PlexSimulator | JellyfinSimulator = plex_sim if server == "plex" else jellyfin_sim
+    sim = media_sim
     anime = sim.model.generate(title="Anime", shows=3, seasons=1, episodes=4, seed=2)
     tv = [lid for lid in tv_library_ids(sim.model) if lid != anime.id]
-    if isinstance(sim, PlexSimulator):
-        entry = plex_entry(sim, libraries=tv)
-    else:
-        entry = await jellyfin_entry(sim, libraries=tv)
+    entry = await entry_for(sim, libraries=tv)
     await setup_entry(hass, entry)
     assert state_of(hass, entry, "sensor", "episodes") == "100"
     events = async_capture_events(hass, EVENT_NEW_EPISODE)
@@ -313,17 +308,14 @@ async def test_selecting_another_library_announces_nothing(
     assert many == []
 
 
-@pytest.mark.parametrize("server", ["plex", "jellyfin"])
 async def test_an_episode_back_after_a_removal_is_not_announced_again(
     hass: HomeAssistant,
-    server: str,
-    plex_sim: PlexSimulator,
-    jellyfin_sim: JellyfinSimulator,
+    media_sim: PlexSimulator | JellyfinSimulator,
     freezer: FrozenDateTimeFactory,
 ) -> None:
     """A file gone then back under its id (a share offline, Plex's trash) is no new episode."""
-    sim: PlexSimulator | JellyfinSimulator = plex_sim if server == "plex" else jellyfin_sim
-    entry = plex_entry(sim) if isinstance(sim, PlexSimulator) else await jellyfin_entry(sim)
+    sim = media_sim
+    entry = await entry_for(sim)
     await setup_entry(hass, entry)
     events = async_capture_events(hass, EVENT_NEW_EPISODE)
     sim.clock.advance(60)

@@ -21,7 +21,7 @@ import pytest
 from custom_components.episode_sync.api.models import At, Episode, episode_row
 from custom_components.episode_sync.api.paging import bounded_gather
 from custom_components.episode_sync.sync import Mirror
-from tests.helpers import jellyfin_entry, plex_entry, setup_entry
+from tests.helpers import entry_for, setup_entry
 from tests.simulator.jellyfin import JellyfinSimulator
 from tests.simulator.plex import PlexSimulator
 
@@ -48,14 +48,10 @@ def _untracked(mirror: Mirror) -> bool:
     return bool(rows) and not any(gc.is_tracked(row) for row in rows)
 
 
-@pytest.mark.parametrize("server", ["plex", "jellyfin"])
 async def test_synced_and_loaded_mirrors_hold_untracked_rows(
-    hass: HomeAssistant,
-    server: str,
-    plex_sim: PlexSimulator,
-    jellyfin_sim: JellyfinSimulator,
+    hass: HomeAssistant, media_sim: PlexSimulator | JellyfinSimulator
 ) -> None:
-    entry = plex_entry(plex_sim) if server == "plex" else await jellyfin_entry(jellyfin_sim)
+    entry = await entry_for(media_sim)
     await setup_entry(hass, entry)
     synced = entry.runtime_data.coordinator.mirror
     assert _untracked(synced)
