@@ -84,6 +84,11 @@ async def test_signed_paths_load_without_auth_and_never_leak_the_token(
     assert "authSig=" in newest["poster"]
     assert events[0].data["poster"] == newest["poster"]
     assert events[0].data["thumb"] == newest["thumb"]
+    fired = hass.states.get(entity_id(hass, entry, "event", "new_episode"))
+    assert fired is not None
+    assert fired.attributes["poster"] == newest["poster"]
+    assert fired.state_info is not None
+    assert {"poster", "thumb"} <= fired.state_info["unrecorded_attributes"]
 
     client = await hass_client_no_auth()
     sim.clear_log()

@@ -33,6 +33,10 @@ async def async_setup_entry(
 class EpisodeSyncEventEntity(EpisodeSyncEntity, EventEntity):
     """Fires with the same data as the ``episode_sync_new_episode`` bus event."""
 
+    # Signed image paths open the image to anyone for days: like a camera's
+    # entity_picture, they stay out of the history database.
+    _unrecorded_attributes = frozenset({"poster", "thumb"})
+
     async def async_added_to_hass(self) -> None:
         """Listen to the coordinator's announcements."""
         await super().async_added_to_hass()
