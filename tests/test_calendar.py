@@ -222,10 +222,17 @@ async def test_index_is_built_once_per_mirror(
     events = await _get_events(hass, calendar, start, start + timedelta(days=30))
     assert len(builds) == 2
     assert "Later" in {e["summary"].rsplit(D, 1)[-1] for e in events}
-    # Another time zone moves timed airings: the next query rebuilds.
+    # Another time zone moves timed airings: their events are made anew, the index stays.
+    timed = {e["summary"]: e["start"] for e in events if "T" in e["start"]}
+    assert timed
     await hass.config.async_set_time_zone("Pacific/Auckland")
-    await _get_events(hass, calendar, start, start + timedelta(days=30))
-    assert len(builds) == 3
+    moved = await _get_events(hass, calendar, start, start + timedelta(days=30))
+    assert len(builds) == 2
+    assert any(event["summary"] in timed for event in moved)
+    for event in moved:
+        if event["summary"] in timed:
+            assert event["start"] != timed[event["summary"]]
+            assert event["start"].endswith(("+12:00", "+13:00"))  # Auckland
 
 
 def test_odd_dates_and_times_do_not_break_the_calendar() -> None:

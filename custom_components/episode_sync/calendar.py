@@ -98,6 +98,10 @@ class AirDateIndex:
         dates.sort()
         return cls(time_zone=time_zone, by_date=by_date, dates=dates)
 
+    def in_time_zone(self, time_zone: tzinfo) -> AirDateIndex:
+        """The same index in another time zone: the grouping stands, events are made anew."""
+        return AirDateIndex(time_zone=time_zone, by_date=self.by_date, dates=self.dates)
+
     def events(self, day: str) -> list[CalendarEvent]:
         """The events of one air date in start order, made once per date."""
         if (events := self._events.get(day)) is None:
@@ -178,19 +182,18 @@ class EpisodeCalendar(EpisodeSyncEntity, CalendarEntity):
             self.async_write_ha_state()
 
     def _air_dates(self) -> AirDateIndex:
-        """The index of the current mirror; rebuilt here only when the time zone changed.
+        """The index of the mirror, in Home Assistant's current time zone; never built here.
 
-        A new mirror is indexed by ``_async_reindex`` before the state is
-        written; this synchronous path covers a changed time zone (rare).
+        A new mirror is indexed off the loop by ``_async_reindex`` (started by
+        the update that brought it), so a query in the meantime answers from
+        the previous mirror's index. A changed time zone only needs the
+        events made anew, not the index.
         """
-        mirror = self.coordinator.data.mirror
         time_zone = dt_util.get_default_time_zone()
         index = self._index
-        if index is None or mirror is not self._indexed or index.time_zone is not time_zone:
-            index = self._index = AirDateIndex.build(
-                mirror, self.coordinator.display_filter, time_zone
-            )
-            self._indexed = mirror
+        assert index is not None  # built in async_added_to_hass, before any state or query
+        if index.time_zone is not time_zone:
+            index = self._index = index.in_time_zone(time_zone)
         return index
 
     @property
