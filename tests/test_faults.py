@@ -43,10 +43,9 @@ from custom_components.episode_sync.const import DOMAIN, EVENT_MANY_NEW_EPISODES
 from custom_components.episode_sync.coordinator import EpisodeSyncCoordinator
 from custom_components.episode_sync.store import encode_mirror, encode_state
 from tests.helpers import (
-    jellyfin_entry,
+    entry_for,
     mirror_rows,
     model_rows,
-    plex_entry,
     setup_entry,
     state_of,
     stored_mirror,
@@ -174,35 +173,21 @@ async def _world(hass: HomeAssistant, sim: Sim, storage: dict[str, Any]) -> Worl
     )
 
 
-async def _entry(sim: Sim) -> MockConfigEntry:
-    return plex_entry(sim) if isinstance(sim, PlexSimulator) else await jellyfin_entry(sim)
-
-
 def _cases(n: int) -> list[tuple[str, int]]:
     return [(name, k) for k in range(n) for name in FAULTS]
 
 
-def _sim(server: str, plex_sim: PlexSimulator, jellyfin_sim: JellyfinSimulator) -> Sim:
-    return plex_sim if server == "plex" else jellyfin_sim
-
-
-SERVERS = pytest.mark.parametrize("server", ["plex", "jellyfin"])
-
-
-@SERVERS
 async def test_faults_during_the_first_sync(
     hass: HomeAssistant,
-    plex_sim: PlexSimulator,
-    jellyfin_sim: JellyfinSimulator,
+    media_sim: Sim,
     hass_storage: dict[str, Any],
-    server: str,
 ) -> None:
     """A fault at any request of set-up's first sync: not ready, nothing stored; a retry syncs."""
-    world = await _world(hass, _sim(server, plex_sim, jellyfin_sim), hass_storage)
+    world = await _world(hass, media_sim, hass_storage)
     sim = world.sim
 
     async def fresh_entry() -> MockConfigEntry:
-        entry = await _entry(sim)
+        entry = await entry_for(sim)
         world.entry = entry
         sim.clear_log()
         return entry
@@ -233,20 +218,17 @@ async def test_faults_during_the_first_sync(
         await hass.async_block_till_done()
 
 
-@SERVERS
 @pytest.mark.parametrize("kind", ["forced_full", "incremental"])
 async def test_faults_during_a_sync_with_a_change(
     hass: HomeAssistant,
-    plex_sim: PlexSimulator,
-    jellyfin_sim: JellyfinSimulator,
+    media_sim: Sim,
     hass_storage: dict[str, Any],
-    server: str,
     kind: str,
 ) -> None:
     """A fault at any request of a sync that has an episode to add and one to remove."""
-    world = await _world(hass, _sim(server, plex_sim, jellyfin_sim), hass_storage)
+    world = await _world(hass, media_sim, hass_storage)
     sim = world.sim
-    world.entry = entry = await _entry(sim)
+    world.entry = entry = await entry_for(sim)
     await setup_entry(hass, entry)
     coordinator = world.coordinator
     forced = kind == "forced_full"
@@ -265,7 +247,7 @@ async def test_faults_during_a_sync_with_a_change(
     n = len(sim.requests)
     # Full: libraries, shows, episodes. Incremental: Plex's sections, then (both)
     # the shows, the delta and the re-listing of the show that lost an episode.
-    assert n == (3 if forced or server == "jellyfin" else 4)
+    assert n == (3 if forced or isinstance(sim, JellyfinSimulator) else 4)
     world.assert_correct([added], mode=mode)
 
     cases = _cases(n)
@@ -302,24 +284,21 @@ async def test_faults_during_a_sync_with_a_change(
         assert len(sim.requests) == n, (name, k)
 
 
-@SERVERS
 @pytest.mark.parametrize("kind", ["forced_full", "incremental"])
 async def test_token_refused_in_the_middle_of_a_sync(
     hass: HomeAssistant,
-    plex_sim: PlexSimulator,
-    jellyfin_sim: JellyfinSimulator,
+    media_sim: Sim,
     hass_storage: dict[str, Any],
-    server: str,
     kind: str,
 ) -> None:
     """A 401 at any request of a sync: reauth starts, nothing is committed or announced."""
-    world = await _world(hass, _sim(server, plex_sim, jellyfin_sim), hass_storage)
+    world = await _world(hass, media_sim, hass_storage)
     sim = world.sim
-    world.entry = entry = await _entry(sim)
+    world.entry = entry = await entry_for(sim)
     await setup_entry(hass, entry)
     coordinator = world.coordinator
     forced = kind == "forced_full"
-    n = 3 if forced or server == "jellyfin" else 4  # as measured by the matrix above
+    n = 3 if forced or isinstance(sim, JellyfinSimulator) else 4  # as measured by the matrix above
 
     for k in range(n):
         added = world.change(k)

@@ -21,7 +21,7 @@ from custom_components.episode_sync.diagnostics import async_get_config_entry_di
 from custom_components.episode_sync.image_proxy import RESIGN_AFTER
 from tests.helpers import (
     entity_id,
-    jellyfin_entry,
+    entry_for,
     next_poll,
     plex_entry,
     setup_entry,
@@ -70,7 +70,7 @@ async def test_signed_paths_load_without_auth_and_never_leak_the_token(
     caplog.set_level(logging.DEBUG)
     plex_sim.token = "tok-Img42-unique"
     sim: PlexSimulator | JellyfinSimulator = plex_sim if server == "plex" else jellyfin_sim
-    entry = plex_entry(plex_sim) if server == "plex" else await jellyfin_entry(jellyfin_sim)
+    entry = await entry_for(sim)
     events = await _with_news(hass, sim, entry, freezer)
     token = entry.data[CONF_TOKEN]
     show = _first_show(sim)

@@ -27,7 +27,7 @@ from custom_components.episode_sync.api import http
 from custom_components.episode_sync.const import DOMAIN, EVENT_MANY_NEW_EPISODES, EVENT_NEW_EPISODE
 from custom_components.episode_sync.coordinator import DELTA_FAILURES_FOR_ISSUE
 from tests.helpers import (
-    jellyfin_entry,
+    entry_for,
     mirror_rows,
     model_rows,
     next_poll,
@@ -46,18 +46,6 @@ type Sim = PlexSimulator | JellyfinSimulator
 #: Home Assistant's own file loader, taken before the test harness mocks it.
 REAL_LOAD = storage.Store._async_load
 
-SERVERS = pytest.mark.parametrize("server", ["plex", "jellyfin"])
-
-
-def _sim(server: str, plex_sim: PlexSimulator, jellyfin_sim: JellyfinSimulator) -> Sim:
-    return plex_sim if server == "plex" else jellyfin_sim
-
-
-async def _entry(sim: Sim, **options: Any) -> MockConfigEntry:
-    if isinstance(sim, PlexSimulator):
-        return plex_entry(sim, **options)
-    return await jellyfin_entry(sim, **options)
-
 
 def _keys(entry: MockConfigEntry) -> dict[str, str]:
     return {name: f"{DOMAIN}.{entry.entry_id}.{name}" for name in ("status", "library")}
@@ -75,19 +63,16 @@ def _assert_in_sync(
 # -- Home Assistant stopped in the middle of a sync --------------------------------------
 
 
-@SERVERS
 async def test_stop_during_a_sync_keeps_the_stores_and_the_next_start_recovers(
     hass: HomeAssistant,
-    plex_sim: PlexSimulator,
-    jellyfin_sim: JellyfinSimulator,
+    media_sim: Sim,
     hass_storage: dict[str, Any],
     monkeypatch: pytest.MonkeyPatch,
-    server: str,
 ) -> None:
     """The refresh is cancelled while a request is held; stores intact; a new start syncs."""
     monkeypatch.setattr(http, "DEFAULT_TIMEOUT", 5.0)  # the hold must outlast nothing but this
-    sim = _sim(server, plex_sim, jellyfin_sim)
-    entry = await _entry(sim)
+    sim = media_sim
+    entry = await entry_for(sim)
     await setup_entry(hass, entry)
     coordinator = entry.runtime_data.coordinator
     events = async_capture_events(hass, EVENT_NEW_EPISODE)
@@ -278,20 +263,17 @@ def _recreate_library(sim: Sim) -> None:
             sim.model.add_episode(new.id, season, number, title=title, air_date=air_date)
 
 
-@SERVERS
 @pytest.mark.parametrize("kind", ["incremental", "forced_full"])
 async def test_recreated_server_is_no_flood_of_new_episodes(
     hass: HomeAssistant,
-    plex_sim: PlexSimulator,
-    jellyfin_sim: JellyfinSimulator,
+    media_sim: Sim,
     hass_storage: dict[str, Any],
     freezer: FrozenDateTimeFactory,
     issue_registry: ir.IssueRegistry,
-    server: str,
     kind: str,
 ) -> None:
-    sim = _sim(server, plex_sim, jellyfin_sim)
-    entry = await _entry(sim)
+    sim = media_sim
+    entry = await entry_for(sim)
     await setup_entry(hass, entry)
     events = async_capture_events(hass, EVENT_NEW_EPISODE)
     many = async_capture_events(hass, EVENT_MANY_NEW_EPISODES)
@@ -325,23 +307,20 @@ async def test_recreated_server_is_no_flood_of_new_episodes(
 # -- the delta keeps failing -------------------------------------------------------------
 
 
-@SERVERS
 async def test_delta_that_keeps_failing_raises_a_repair_issue_until_it_works(
     hass: HomeAssistant,
-    plex_sim: PlexSimulator,
-    jellyfin_sim: JellyfinSimulator,
+    media_sim: Sim,
     freezer: FrozenDateTimeFactory,
     issue_registry: ir.IssueRegistry,
-    server: str,
 ) -> None:
-    sim = _sim(server, plex_sim, jellyfin_sim)
-    entry = await _entry(sim)
+    sim = media_sim
+    entry = await entry_for(sim)
     await setup_entry(hass, entry)
     issue_id = f"delta_failing_{entry.entry_id}"
     show = next(iter(sim.model.libraries[tv_library_ids(sim.model)[0]].shows.values()))
     # Only the delta query breaks (a proxy mangling it, a server bug): the full
     # listings carry no such filter.
-    param = "updatedAt>>" if server == "plex" else "MinDateLastSaved"
+    param = "updatedAt>>" if isinstance(sim, PlexSimulator) else "MinDateLastSaved"
     fault = sim.add_fault(Fault(kind="malformed", param=param, times=-1))
     for attempt in range(1, DELTA_FAILURES_FOR_ISSUE + 1):
         assert issue_registry.async_get_issue(DOMAIN, issue_id) is None, attempt

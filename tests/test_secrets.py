@@ -13,7 +13,7 @@ import pytest
 
 from custom_components.episode_sync.api import http
 from custom_components.episode_sync.diagnostics import async_get_config_entry_diagnostics
-from tests.helpers import jellyfin_entry, next_poll, plex_entry, setup_entry, tv_library_ids
+from tests.helpers import entry_for, next_poll, setup_entry, tv_library_ids
 from tests.simulator.common import Fault
 from tests.simulator.jellyfin import JellyfinSimulator
 from tests.simulator.plex import PlexSimulator
@@ -47,7 +47,7 @@ async def test_no_secret_anywhere(
     plex_sim.token = "tok-Zr81q-unique"
     jellyfin_sim.set_password("alice", "pw-Xq93v-unique")
     sim: PlexSimulator | JellyfinSimulator = plex_sim if server == "plex" else jellyfin_sim
-    entry = plex_entry(plex_sim) if server == "plex" else await jellyfin_entry(jellyfin_sim)
+    entry = await entry_for(sim)
     await setup_entry(hass, entry)
     secrets = [entry.data[CONF_TOKEN], "pw-Xq93v-unique"]
 
@@ -96,7 +96,7 @@ async def test_no_secret_in_any_fault_path(
     plex_sim.token = "tok-Zr81q-unique"
     jellyfin_sim.set_password("alice", "pw-Xq93v-unique")
     sim: PlexSimulator | JellyfinSimulator = plex_sim if server == "plex" else jellyfin_sim
-    entry = plex_entry(plex_sim) if server == "plex" else await jellyfin_entry(jellyfin_sim)
+    entry = await entry_for(sim)
     await setup_entry(hass, entry)
     token = entry.data[CONF_TOKEN]
     coordinator = entry.runtime_data.coordinator
