@@ -34,6 +34,7 @@ from typing import Any
 
 from homeassistant.config_entries import ConfigEntryState
 from homeassistant.core import Event, HomeAssistant
+from homeassistant.exceptions import HomeAssistantError
 import orjson
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry, async_capture_events
@@ -234,11 +235,15 @@ async def test_faults_during_a_sync_with_a_change(
     forced = kind == "forced_full"
     mode = "full" if forced else "incremental"
 
-    async def sync() -> None:
-        if forced:
-            await coordinator.async_force_full_sync()
-        else:
+    async def sync(*, faulty: bool = False) -> None:
+        if not forced:
             await coordinator.async_refresh()
+        elif not faulty:
+            await coordinator.async_force_full_sync()
+        else:  # every fault fails a forced sync, and the action and the button say so
+            with pytest.raises(HomeAssistantError) as err:
+                await coordinator.async_force_full_sync()
+            assert err.value.translation_key == "full_sync_failed"
 
     # The clean run that measures N (and proves the change is applied).
     added = world.change(0)
@@ -262,7 +267,7 @@ async def test_faults_during_a_sync_with_a_change(
         fault = sim.add_fault(FAULTS[name.removesuffix("_persistent")](k))
         if persistent:
             fault.times = -1
-        await sync()
+        await sync(faulty=True)
         assert fault.fired >= k + 1, (name, k)
         if not forced and not persistent and name in PROTOCOL_FAULTS:
             # Absorbed: the incremental sync failed, its full retry in the same run did not.
@@ -296,7 +301,6 @@ async def test_token_refused_in_the_middle_of_a_sync(
     sim = world.sim
     world.entry = entry = await entry_for(sim)
     await setup_entry(hass, entry)
-    coordinator = world.coordinator
     forced = kind == "forced_full"
     n = 3 if forced or isinstance(sim, JellyfinSimulator) else 4  # as measured by the matrix above
 
@@ -307,9 +311,11 @@ async def test_token_refused_in_the_middle_of_a_sync(
         sim.clear_log()
         fault = sim.add_fault(Fault(kind="status", status=401, skip=k))
         if forced:
-            await coordinator.async_force_full_sync()
+            with pytest.raises(HomeAssistantError) as raised:
+                await world.coordinator.async_force_full_sync()
+            assert raised.value.translation_key == "full_sync_failed"
         else:
-            await coordinator.async_refresh()
+            await world.coordinator.async_refresh()
         await hass.async_block_till_done()
         assert fault.fired == k + 1, k
         flows = hass.config_entries.flow.async_progress_by_handler(DOMAIN)
@@ -317,8 +323,10 @@ async def test_token_refused_in_the_middle_of_a_sync(
         await world.assert_untouched(before)
         assert state_of(hass, entry, "sensor", "episodes") == "unavailable", k
 
-        # A finished reauth reloads the entry; here the next poll simply runs
-        # (an interrupted forced sync is not owed after a refused token).
+        # A finished reauth reloads the entry (the fault fired once, so the
+        # token works again): the new coordinator's first sync runs the forced
+        # full sync the refused token interrupted.
         hass.config_entries.flow.async_abort(flows[0]["flow_id"])
-        await coordinator.async_refresh()
-        world.assert_correct([added], mode="incremental")
+        assert await hass.config_entries.async_reload(entry.entry_id)
+        await hass.async_block_till_done()
+        world.assert_correct([added], mode="full" if forced else "incremental")

@@ -8,7 +8,7 @@ from typing import Any
 from freezegun.api import FrozenDateTimeFactory
 from homeassistant.config_entries import ConfigEntryState
 from homeassistant.core import HomeAssistant
-from homeassistant.exceptions import ServiceValidationError
+from homeassistant.exceptions import HomeAssistantError, ServiceValidationError
 from homeassistant.helpers import (
     device_registry as dr,
     entity_registry as er,
@@ -185,6 +185,52 @@ async def test_many_new_episodes_are_summarised(
         "poster",
         "thumb",
     }
+
+
+async def test_force_full_sync_that_cannot_run_says_so_and_stays_owed(
+    hass: HomeAssistant, plex_sim: PlexSimulator, freezer: FrozenDateTimeFactory
+) -> None:
+    entry = plex_entry(plex_sim)
+    await setup_entry(hass, entry)
+    await next_poll(hass, freezer)
+    assert state_of(hass, entry, "sensor", "sync_mode") == "incremental"
+
+    plex_sim.add_fault(Fault(kind="status", status=500, times=-1))
+    with pytest.raises(HomeAssistantError) as err:
+        await hass.services.async_call(
+            DOMAIN, "force_full_sync", {"config_entry_id": entry.entry_id}, blocking=True
+        )
+    assert err.value.translation_key == "full_sync_failed"
+
+    plex_sim.clear_faults()
+    await next_poll(hass, freezer)
+    assert state_of(hass, entry, "sensor", "sync_mode") == "full"
+    await next_poll(hass, freezer)  # and only once
+    assert state_of(hass, entry, "sensor", "sync_mode") == "incremental"
+
+
+async def test_a_reload_keeps_the_look_a_push_message_asked_for(
+    hass: HomeAssistant, plex_sim: PlexSimulator
+) -> None:
+    """A library reported changed but not yet synced is looked at after a reload."""
+    entry = plex_entry(plex_sim)
+    await setup_entry(hass, entry)
+    library = tv_library_ids(plex_sim.model)[0]
+    entry.runtime_data.coordinator.dirty_libraries.add(library)  # as a push message does
+
+    def deltas() -> int:
+        return sum(1 for r in plex_sim.requests if "updatedAt>>" in r.query)
+
+    plex_sim.clear_log()
+    assert await hass.config_entries.async_reload(entry.entry_id)
+    await hass.async_block_till_done()
+    # Its marker did not move, yet the new coordinator's first sync asks its delta.
+    assert deltas() == 1
+    assert not entry.runtime_data.coordinator.dirty_libraries
+    plex_sim.clear_log()
+    assert await hass.config_entries.async_reload(entry.entry_id)
+    await hass.async_block_till_done()
+    assert deltas() == 0  # owed once, looked at once
 
 
 async def test_force_full_sync_for_all_or_unknown_entries(

@@ -325,7 +325,11 @@ async def test_delta_that_keeps_failing_raises_a_repair_issue_until_it_works(
     for attempt in range(1, DELTA_FAILURES_FOR_ISSUE + 1):
         assert issue_registry.async_get_issue(DOMAIN, issue_id) is None, attempt
         sim.model.add_episode(show.id, 20, attempt)  # something to sync, every time
-        await next_poll(hass, freezer)
+        if attempt == 2:  # a reload (new options, a reauth) keeps the count
+            assert await hass.config_entries.async_reload(entry.entry_id)
+            await hass.async_block_till_done()
+        else:
+            await next_poll(hass, freezer)
         assert fault.fired == attempt
         assert state_of(hass, entry, "sensor", "sync_mode") == "full"
     issue = issue_registry.async_get_issue(DOMAIN, issue_id)

@@ -14,7 +14,7 @@ from homeassistant.helpers.typing import ConfigType
 from .api.errors import MediaServerAuthError, MediaServerError
 from .client import MediaClient, create_client
 from .const import CONF_MAX_CONCURRENCY, DOMAIN, option
-from .coordinator import EpisodeSyncCoordinator
+from .coordinator import OWED, EpisodeSyncCoordinator
 from .image_proxy import EpisodeImageView
 from .push import PushListener, async_start_push
 from .services import async_setup_services
@@ -87,7 +87,8 @@ async def async_unload_entry(hass: HomeAssistant, entry: EpisodeSyncConfigEntry)
 
 
 async def async_remove_entry(hass: HomeAssistant, entry: EpisodeSyncConfigEntry) -> None:
-    """Delete both stored files with the entry."""
+    """Delete both stored files with the entry, and what its last coordinator still owed."""
+    hass.data.get(OWED, {}).pop(entry.entry_id, None)
     await EpisodeSyncStore(hass, entry.entry_id).async_remove()
 
 

@@ -13,10 +13,11 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from homeassistant.core import HomeAssistant
-from homeassistant.exceptions import ConfigEntryAuthFailed
+from homeassistant.exceptions import ConfigEntryAuthFailed, HomeAssistantError
 from homeassistant.helpers import device_registry as dr, issue_registry as ir
 from homeassistant.helpers.update_coordinator import DataUpdateCoordinator, UpdateFailed
 from homeassistant.util import dt as dt_util
+from homeassistant.util.hass_dict import HassKey
 
 from .api.errors import (
     MediaServerAuthError,
@@ -49,6 +50,25 @@ if TYPE_CHECKING:
 
 #: Consecutive syncs whose delta failed (and ran full instead) before a repair issue.
 DELTA_FAILURES_FOR_ISSUE = 3
+
+
+@dataclass(slots=True)
+class Owed:
+    """What a coordinator still owes, handed to the entry's next one on a reload.
+
+    A reauth or an options change reloads the entry: a forced full sync that a
+    refused token interrupted, or a library a push message reported changed,
+    must not be forgotten with the old coordinator.
+    """
+
+    force_full: bool = False
+    dirty_libraries: set[str] = field(default_factory=set)
+    #: Syncs in a row whose incremental attempt met a protocol error and ran full.
+    delta_failures: int = 0
+
+
+#: Entry id → what its unloaded coordinator still owed.
+OWED: HassKey[dict[str, Owed]] = HassKey(f"{DOMAIN}_owed")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -184,11 +204,11 @@ class EpisodeSyncCoordinator(DataUpdateCoordinator[SyncSnapshot]):
         self.mirror = Mirror()
         self.state = SyncState()
         self.last_result: SyncResult | None = None
-        self._force_full = False
-        #: Syncs in a row whose incremental attempt met a protocol error and ran full.
-        self._delta_failures = 0
+        owed = hass.data.setdefault(OWED, {}).pop(entry.entry_id, Owed())
+        self._force_full = owed.force_full
+        self._delta_failures = owed.delta_failures
         #: Libraries a push channel reported changed, looked at by the next sync.
-        self.dirty_libraries: set[str] = set()
+        self.dirty_libraries = owed.dirty_libraries
         #: Called with the events' data of every new episode (the event entity).
         self.new_episode_listeners: list[Callable[[dict[str, Any]], None]] = []
 
@@ -196,10 +216,26 @@ class EpisodeSyncCoordinator(DataUpdateCoordinator[SyncSnapshot]):
         """Load the stored mirror once, before the first sync."""
         self.mirror, self.state = await self.store.async_load()
 
+    async def async_shutdown(self) -> None:
+        """Stop, leaving what is still owed for the entry's next coordinator."""
+        await super().async_shutdown()
+        owed = Owed(self._force_full, self.dirty_libraries, self._delta_failures)
+        if owed != Owed():
+            self.hass.data.setdefault(OWED, {})[self.config_entry.entry_id] = owed
+
     async def async_force_full_sync(self) -> None:
-        """Run a full sync now (action and button)."""
+        """Run a full sync now (action and button); say so when it could not run.
+
+        The full sync stays owed: the next sync that reaches the server runs it.
+        """
         self._force_full = True
         await self.async_refresh()
+        if not self.last_update_success:
+            raise HomeAssistantError(
+                translation_domain=DOMAIN,
+                translation_key="full_sync_failed",
+                translation_placeholders={"error": str(self.last_exception)},
+            )
 
     def set_update_interval(self, interval: timedelta) -> None:
         """Poll at a new interval from now on (push connected or not)."""
@@ -213,13 +249,13 @@ class EpisodeSyncCoordinator(DataUpdateCoordinator[SyncSnapshot]):
         dirty, self.dirty_libraries = self.dirty_libraries, set()
         try:
             result = await self.engine.sync(self.mirror, self.state, force_full=force, dirty=dirty)
-        except MediaServerAuthError as err:
-            raise ConfigEntryAuthFailed(
-                translation_domain=DOMAIN, translation_key="auth_failed"
-            ) from err
         except MediaServerError as err:
             self._force_full = force  # a forced sync that could not run stays owed
             self.dirty_libraries |= dirty  # and so does a look at a dirty library
+            if isinstance(err, MediaServerAuthError):
+                raise ConfigEntryAuthFailed(
+                    translation_domain=DOMAIN, translation_key="auth_failed"
+                ) from err
             raise UpdateFailed(
                 translation_domain=DOMAIN,
                 translation_key=(
