@@ -187,6 +187,25 @@ async def test_plex_errors_recover(
     assert result["step_id"] == "libraries"
 
 
+async def test_plex_server_that_wants_the_token_on_identity(
+    hass: HomeAssistant, plex_sim: PlexSimulator
+) -> None:
+    """``/identity`` refused without a token (docs: plex §2.1): asked again with it."""
+    plex_sim.identity_requires_auth = True
+    result = await _menu(hass, "plex")
+    result = await hass.config_entries.flow.async_configure(
+        result["flow_id"], {CONF_URL: plex_sim.url, CONF_TOKEN: "wrong"}
+    )
+    assert result["errors"] == {"base": "invalid_auth"}  # the token's fault, not the URL's
+    plex_sim.clear_log()
+    result = await hass.config_entries.flow.async_configure(
+        result["flow_id"], {CONF_URL: plex_sim.url, CONF_TOKEN: plex_sim.token}
+    )
+    assert result["step_id"] == "libraries"
+    identity = [r for r in plex_sim.requests if r.path == "/identity"]
+    assert ["X-Plex-Token" in r.headers for r in identity] == [False, True]
+
+
 async def test_plex_no_tv_libraries_then_one(hass: HomeAssistant, socket_enabled: Any) -> None:
     sim = PlexSimulator()  # only its movie section
     await sim.start()

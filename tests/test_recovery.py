@@ -346,3 +346,74 @@ async def test_delta_that_keeps_failing_raises_a_repair_issue_until_it_works(
     await next_poll(hass, freezer)
     assert state_of(hass, entry, "sensor", "sync_mode") == "incremental"
     assert issue_registry.async_get_issue(DOMAIN, issue_id) is None
+
+
+# -- a 404 in the middle of a sync --------------------------------------------------------
+
+
+def _repair_path(sim: Sim, show_id: str) -> str:
+    """The one show's episode listing a targeted repair asks for."""
+    if isinstance(sim, PlexSimulator):
+        return f"/library/metadata/{show_id}/allLeaves"
+    return f"/Shows/{show_id}/Episodes"
+
+
+async def test_show_gone_during_its_repair_is_dropped_without_a_full_sync(
+    hass: HomeAssistant,
+    media_sim: Sim,
+    freezer: FrozenDateTimeFactory,
+    hass_storage: dict[str, Any],
+) -> None:
+    """A 404 on one show's episodes: that show is gone (docs: jellyfin §1, plex §1)."""
+    sim = media_sim
+    entry = await entry_for(sim)
+    await setup_entry(hass, entry)
+    events = async_capture_events(hass, EVENT_NEW_EPISODE)
+    shows = list(sim.model.libraries[tv_library_ids(sim.model)[0]].shows.values())
+    show = shows[0]
+    sim.model.remove_episode(next(iter(show.episodes)))  # its counts now disagree: a repair
+    # Deleted on the server after the show listing, before its repair.
+    sim.add_fault(Fault(kind="status", status=404, path=_repair_path(sim, show.id)))
+    await next_poll(hass, freezer)
+    assert state_of(hass, entry, "sensor", "sync_mode") == "incremental"
+    assert state_of(hass, entry, "sensor", "shows") == str(len(shows) - 1)
+    library = entry.runtime_data.coordinator.mirror.libraries[tv_library_ids(sim.model)[0]]
+    assert show.id not in library.shows
+
+    # It was there after all (a proxy's 404): the next sync brings it back,
+    # its episodes keep the time they first arrived and are not announced.
+    await next_poll(hass, freezer)
+    assert state_of(hass, entry, "sensor", "shows") == str(len(shows))
+    _assert_in_sync(hass, sim, entry, hass_storage)
+    assert events == []
+
+
+async def test_plex_section_listing_that_answers_404_is_retried_later_not_escalated(
+    hass: HomeAssistant,
+    plex_sim: PlexSimulator,
+    freezer: FrozenDateTimeFactory,
+    hass_storage: dict[str, Any],
+) -> None:
+    """A 404 on a listed section means "retry later" (docs: plex §1): nothing committed.
+
+    (Jellyfin lists no libraries in an incremental sync: there, a library that
+    answers 404 is gone, as ``test_sync_jellyfin`` shows.)
+    """
+    sim = plex_sim
+    entry = plex_entry(sim)
+    await setup_entry(hass, entry)
+    section = tv_library_ids(sim.model)[0]
+    shows = list(sim.model.libraries[section].shows.values())
+    sim.model.add_episode(shows[0].id, 30, 1)
+    before = {key: hass_storage.get(key) for key in _keys(entry).values()}
+    sim.add_fault(Fault(kind="status", status=404, path=f"/library/sections/{section}/all"))
+    sim.clear_log()
+    await next_poll(hass, freezer)
+    assert not entry.runtime_data.coordinator.last_update_success
+    assert state_of(hass, entry, "sensor", "episodes") == "unavailable"
+    assert len(sim.requests) == 2  # sections, shows: no full sync behind it
+    assert {key: hass_storage.get(key) for key in _keys(entry).values()} == before
+
+    await next_poll(hass, freezer)
+    assert state_of(hass, entry, "sensor", "sync_mode") == "incremental"
+    _assert_in_sync(hass, sim, entry, hass_storage)

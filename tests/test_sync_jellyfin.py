@@ -92,6 +92,8 @@ async def test_a_selected_library_back_on_the_server_is_mirrored_at_the_next_syn
     jellyfin_sim.model.remove_library(anime.id)  # the folder is removed from the server
     await next_poll(hass, freezer)
     assert state_of(hass, entry, "sensor", "episodes") == "100"
+    # Its listing answered 404, an unknown item: gone, without a full sync.
+    assert state_of(hass, entry, "sensor", "sync_mode") == "incremental"
     jellyfin_sim.clear_log()
     await next_poll(hass, freezer)
     assert any(p.endswith("Views") for p in _sync_requests(jellyfin_sim))  # the library list

@@ -18,6 +18,7 @@ from homeassistant.core import HomeAssistant
 import pytest
 from pytest_homeassistant_custom_component.common import async_capture_events
 
+from custom_components.episode_sync.api.models import At
 from custom_components.episode_sync.const import DOMAIN, EVENT_NEW_EPISODE
 from tests.helpers import (
     entity_id,
@@ -330,3 +331,34 @@ async def test_protocol_error_falls_back_to_full_in_the_same_run(
     assert mirror_rows(stored_mirror(hass_storage, entry)) == model_rows(
         plex_sim.model, library_ids
     )
+
+
+async def test_trash_counted_in_leaf_count_is_no_news_when_its_show_changes(
+    hass: HomeAssistant, plex_sim: PlexSimulator, freezer: FrozenDateTimeFactory
+) -> None:
+    """A show whose ``leafCount`` counts a trashed episode keeps that mismatch (docs: plex §9.3(b)).
+
+    Once a full sync has seen it, a change to that very show is repaired
+    incrementally: the same mismatch after the repair is the server's, not an
+    inconsistency worth a full sync.
+    """
+    plex_sim.auto_empty_trash = False
+    plex_sim.trash_counts_in_leaf_count = True
+    entry = plex_entry(plex_sim)
+    await setup_entry(hass, entry)
+    section = tv_library_ids(plex_sim.model)[0]
+    show = next(iter(plex_sim.model.libraries[section].shows.values()))
+    first, second = list(show.episodes)[:2]
+    plex_sim.delete_file(first)
+    await hass.services.async_call(DOMAIN, "force_full_sync", blocking=True)
+    assert state_of(hass, entry, "sensor", "episodes") == "99"
+
+    plex_sim.model.rename_episode(second, "Edited")
+    plex_sim.clear_log()
+    await next_poll(hass, freezer)
+    assert state_of(hass, entry, "sensor", "sync_mode") == "incremental"
+    assert plex_sim.count("/allLeaves") == 1  # the show's repair, and no full listing after it
+    assert plex_sim.count(f"/library/sections/{section}/all") == 2  # shows and delta
+    library = entry.runtime_data.coordinator.mirror.libraries[section]
+    assert library.shows[show.id].rows[second][At.TITLE] == "Edited"
+    assert state_of(hass, entry, "sensor", "episodes") == "99"

@@ -42,7 +42,7 @@ from enum import StrEnum
 import time
 from typing import Protocol
 
-from .api.errors import MediaServerProtocolError
+from .api.errors import MediaServerNotFoundError, MediaServerProtocolError
 from .api.models import At, Episode, EpisodeRow, Library, ServerInfo, Show
 from .api.paging import bounded_gather, reuse_items
 
@@ -181,9 +181,9 @@ class ShowMirror:
         return EpisodeMap(self.rows)
 
     @property
-    def agrees(self) -> bool:
-        """Whether the mirrored episodes match the counts the server listed."""
-        return len(self.rows) == self.show.episode_count and self.watched == self.show.watched_count
+    def mismatch(self) -> tuple[int, int]:
+        """How far the server's listed counts (episodes, watched) are from the mirrored ones."""
+        return (self.show.episode_count - len(self.rows), self.show.watched_count - self.watched)
 
 
 class EpisodeMap(Mapping[str, Episode]):
@@ -665,6 +665,20 @@ class SyncEngine:
         shows_checked = dict(state.shows_checked)
         to_check: list[str] = list(libraries)
 
+        def drop_library(library_id: str) -> None:
+            """The library is gone from the server: so are its episodes."""
+            for show in libraries.pop(library_id).shows.values():
+                builder.drop(show)
+            markers.pop(library_id, None)
+
+        async def listed_shows(library_id: str) -> list[Show] | None:
+            try:
+                return await backend.shows(library_id)
+            except MediaServerNotFoundError:
+                if backend.has_library_markers:
+                    raise  # listed a moment ago: a proxy's 404, retry later (docs: plex §1)
+                return None  # an unknown item: the library is gone (docs: jellyfin §1)
+
         on_server: dict[str, Library] = {}
         if backend.has_library_markers or not self._library_ids <= libraries.keys():
             # Step 1 (SPEC §3): one listing of the libraries and their markers;
@@ -679,10 +693,7 @@ class SyncEngine:
             listed = {lid: lib for lid, lib in on_server.items() if lid in libraries}
             to_check = []
             for library_id in libraries.keys() - listed.keys():
-                # The library is gone from the server: so are its episodes.
-                for show in libraries.pop(library_id).shows.values():
-                    builder.drop(show)
-                markers.pop(library_id, None)
+                drop_library(library_id)
             for library in listed.values():
                 due = started - shows_checked.get(library.id, 0.0) >= SHOWS_CHECK_INTERVAL
                 changed = library.marker != markers.get(library.id) or library.id in dirty
@@ -699,13 +710,23 @@ class SyncEngine:
 
         if to_check:
             # Steps 2 and 3: show listings and the delta, then targeted repair.
-            listings = await self._gather(backend.shows(lid) for lid in to_check)
-            delta = await backend.changed_episodes(to_check, state.cursor - CURSOR_OVERLAP)
-            for library_id, shows in zip(to_check, listings, strict=True):
-                libraries[library_id] = await self._apply_delta(
+            listings = await self._gather(map(listed_shows, to_check))
+            shows_of = {
+                lid: shows
+                for lid, shows in zip(to_check, listings, strict=True)
+                if shows is not None
+            }
+            for library_id in to_check:
+                if library_id not in shows_of:
+                    drop_library(library_id)
+            delta = await backend.changed_episodes(list(shows_of), state.cursor - CURSOR_OVERLAP)
+            for library_id, shows in shows_of.items():
+                libraries[library_id], vanished = await self._apply_delta(
                     builder, libraries[library_id], shows, delta
                 )
                 shows_checked[library_id] = started
+                if vanished:  # maybe a proxy's 404: the next sync looks again
+                    markers.pop(library_id, None)
         new_state = replace(
             state,
             last_incremental_sync=self._clock(),
@@ -725,8 +746,11 @@ class SyncEngine:
         library: LibraryMirror,
         shows: list[Show],
         delta: list[EpisodeRow],
-    ) -> LibraryMirror:
-        """Apply a library's show listing and the delta, then repair the shows that disagree."""
+    ) -> tuple[LibraryMirror, bool]:
+        """Apply a library's show listing and the delta, then repair the shows that disagree.
+
+        Also tell whether a listed show vanished before its repair (a 404).
+        """
         listed = {show.id: show for show in shows}
         fresh: dict[str, dict[str, EpisodeRow]] = {}
         for row in delta:
@@ -743,10 +767,12 @@ class SyncEngine:
             for show in shows
             if not _agrees(show, fresh.get(show.id), library.shows.get(show.id))
         ]
-        repairs = await self._gather(
-            self._backend.show_episodes(library.id, show.id) for show in suspects
-        )
+        repairs = await self._gather(self._repair(library.id, show.id) for show in suspects)
+        gone: set[str] = set()
         for show, rows in zip(suspects, repairs, strict=True):
+            if rows is None:
+                gone.add(show.id)
+                continue
             fresh[show.id] = {
                 row[At.ID]: _placed(row, library.id) for row in rows if row[At.SHOW_ID] == show.id
             }
@@ -754,9 +780,14 @@ class SyncEngine:
         new_shows: dict[str, ShowMirror] = {}
         for show in shows:
             old = library.shows.get(show.id)
+            if show.id in gone:
+                continue
             if show.id in fresh:
                 new_shows[show.id] = entry = builder.show(old, show, fresh[show.id])
-                if not entry.agrees:
+                # A mismatch the mirror already held (a Plex server that counts
+                # trashed episodes in ``leafCount``) is the server's, not news.
+                known = old.mismatch if old is not None else (0, 0)
+                if entry.mismatch not in {(0, 0), known}:
                     raise InconsistentSyncError(f"show {show.id} disagrees with its listing")
             elif old is None:
                 new_shows[show.id] = builder.show(None, show, {})
@@ -765,9 +796,16 @@ class SyncEngine:
                 new_shows[show.id] = replace(old, show=show)
             else:
                 new_shows[show.id] = old
-        for show_id in library.shows.keys() - listed.keys():
+        for show_id in library.shows.keys() - new_shows.keys():
             builder.drop(library.shows[show_id])
-        return replace(library, shows=new_shows)
+        return replace(library, shows=new_shows), bool(gone)
+
+    async def _repair(self, library_id: str, show_id: str) -> list[EpisodeRow] | None:
+        """Re-list one show's episodes; None when the show is gone since it was listed."""
+        try:
+            return await self._backend.show_episodes(library_id, show_id)
+        except MediaServerNotFoundError:
+            return None
 
     # -- commit -------------------------------------------------------------------------
 

@@ -3,7 +3,7 @@
 The integration maps these in one place each (coordinator, config flow):
 auth errors start a reauth, connection errors make entities unavailable until
 the server answers again, protocol errors make the sync engine fall back to a
-full sync.
+full sync, and a 404 means the thing asked for is gone.
 """
 
 from __future__ import annotations
@@ -63,8 +63,15 @@ class MediaServerRedirectError(MediaServerConnectionError):
         self.status = status
 
 
-class MediaServerNotFoundError(MediaServerProtocolError):
-    """HTTP 404 for a specific path (an item or a listing)."""
+class MediaServerNotFoundError(MediaServerError):
+    """HTTP 404 for a specific path (an item or a listing).
+
+    Not a protocol fault, so never escalated to a full sync: a listing that
+    answers 404 (a library deleted since it was listed, a proxy's transient
+    404) means "retry later" (docs: plex §1), and one show's episodes that
+    answer 404 mean that show is gone (docs: jellyfin §1, "treat as deleted";
+    plex §1, "delete mirrored data only on a 404 for a specific item").
+    """
 
 
 class MediaServerUnavailableError(MediaServerConnectionError):

@@ -115,7 +115,7 @@ class HttpTransport:
                 f"{self._server} answered {status} (a redirect) to {path}", status=status
             )
         if status == 404:
-            raise MediaServerNotFoundError(f"{self._server} has no {path}", status=404)
+            raise MediaServerNotFoundError(f"{self._server} has no {path}")
         if status == 429 or status >= 500:
             raise MediaServerUnavailableError(
                 f"{self._server} answered {status} to {path}",

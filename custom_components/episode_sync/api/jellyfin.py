@@ -29,7 +29,12 @@ from urllib.parse import quote
 import aiohttp
 import orjson
 
-from .errors import MediaServerAuthError, MediaServerProtocolError, WrongServerError
+from .errors import (
+    MediaServerAuthError,
+    MediaServerNotFoundError,
+    MediaServerProtocolError,
+    WrongServerError,
+)
 from .http import HttpClient, to_int, to_seconds
 from .images import MediaImage, media_image
 from .models import Episode, EpisodeRow, Library, ServerInfo, ServerKind, Show, episode_row
@@ -214,7 +219,7 @@ class JellyfinClient(HttpClient):
         """Check that the URL is a Jellyfin server (no auth needed); remember its version."""
         try:
             info = await self._request("GET", "/System/Info/Public")
-        except (MediaServerProtocolError, MediaServerAuthError) as err:
+        except (MediaServerProtocolError, MediaServerNotFoundError, MediaServerAuthError) as err:
             raise WrongServerError("the URL does not answer like a Jellyfin server") from err
         if not isinstance(info, dict) or "Jellyfin" not in str(info.get("ProductName", "")):
             raise WrongServerError("the URL does not answer like a Jellyfin server")

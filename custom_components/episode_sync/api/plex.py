@@ -157,7 +157,7 @@ class PlexClient(HttpClient):
         missing or non-relative one (an agent's absolute URL) is "no artwork".
         """
         if self.image_version(item) is None or item.thumb is None:
-            raise MediaServerNotFoundError(f"Plex has no artwork for {item.id}", status=404)
+            raise MediaServerNotFoundError(f"Plex has no artwork for {item.id}")
         body = await self._images.request(
             "GET", item.thumb, headers={**self._headers(), "Accept": "image/*"}
         )
@@ -185,10 +185,18 @@ class PlexClient(HttpClient):
     # -- identity ---------------------------------------------------------------------
 
     async def identity(self) -> ServerInfo:
-        """Check that the URL is a Plex server (``/identity`` needs no token)."""
+        """Check that the URL is a Plex server, before trusting it with the token.
+
+        ``/identity`` needs no token; where it is refused without one (docs:
+        plex §2.1, seen on plex.direct addresses), it is asked once more with
+        it, and a refusal then is the token's (``MediaServerAuthError``).
+        """
         try:
-            container = await self._get("/identity", auth=False)
-        except (MediaServerProtocolError, MediaServerAuthError) as err:
+            try:
+                container = await self._get("/identity", auth=False)
+            except MediaServerAuthError:
+                container = await self._get("/identity")
+        except (MediaServerProtocolError, MediaServerNotFoundError) as err:
             raise WrongServerError("the URL does not answer like a Plex server") from err
         machine = container.get("machineIdentifier")
         if not machine:
