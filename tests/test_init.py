@@ -7,7 +7,8 @@ from typing import Any
 
 from freezegun.api import FrozenDateTimeFactory
 from homeassistant.config_entries import ConfigEntryState
-from homeassistant.core import HomeAssistant
+from homeassistant.const import EVENT_HOMEASSISTANT_STARTED
+from homeassistant.core import CoreState, HomeAssistant
 from homeassistant.exceptions import HomeAssistantError, ServiceValidationError
 from homeassistant.helpers import (
     device_registry as dr,
@@ -438,3 +439,35 @@ async def test_confirmed_mass_removal_is_applied(
     assert state_of(hass, entry, "sensor", "episodes") == "100"
     await next_poll(hass, freezer)
     assert state_of(hass, entry, "sensor", "episodes") == "0"
+
+
+async def test_episodes_added_while_home_assistant_was_down_are_announced_once_started(
+    hass: HomeAssistant, media_sim: PlexSimulator | JellyfinSimulator
+) -> None:
+    """The set-up's first sync finds them before automations listen: they wait for the start."""
+    sim = media_sim
+    entry = await entry_for(sim)
+    await setup_entry(hass, entry)
+    assert await hass.config_entries.async_unload(entry.entry_id)
+    added = sim.model.add_episode(_first_show(sim).id, 30, 1, title="While away")
+
+    events = async_capture_events(hass, EVENT_NEW_EPISODE)
+    hass.set_state(CoreState.starting)  # a boot: automations attach once started
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    await hass.async_block_till_done()
+    assert events == []
+    assert state_of(hass, entry, "sensor", "new_episodes") == "1"  # mirrored already
+
+    hass.set_state(CoreState.running)
+    hass.bus.async_fire(EVENT_HOMEASSISTANT_STARTED)
+    await hass.async_block_till_done()
+    assert [e.data["episode_id"] for e in events] == [added.id]
+    device = dr.async_entries_for_config_entry(dr.async_get(hass), entry.entry_id)[0]
+    assert events[0].data["device_id"] == device.id
+    fired = hass.states.get(entity_id(hass, entry, "event", "new_episode"))
+    assert fired is not None
+    assert fired.attributes["episode_id"] == added.id  # the event entity heard it too
+
+    sim.model.add_episode(_first_show(sim).id, 30, 2)
+    await entry.runtime_data.coordinator.async_refresh()
+    assert len(events) == 2  # and later ones as they are found

@@ -76,6 +76,7 @@ async def async_setup_entry(hass: HomeAssistant, entry: EpisodeSyncConfigEntry) 
     await coordinator.async_config_entry_first_refresh()
     entry.runtime_data = EpisodeSyncData(client=client, store=store, coordinator=coordinator)
     await hass.config_entries.async_forward_entry_setups(entry, PLATFORMS)
+    coordinator.async_start_announcing()
     entry.runtime_data.push = async_start_push(hass, entry, coordinator)
     entry.async_on_unload(entry.add_update_listener(_async_options_updated))
     return True

@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from homeassistant.core import HomeAssistant
+from homeassistant.core import HomeAssistant, callback
 from homeassistant.exceptions import ConfigEntryAuthFailed, HomeAssistantError
 from homeassistant.helpers import device_registry as dr, issue_registry as ir
+from homeassistant.helpers.start import async_at_started
 from homeassistant.helpers.update_coordinator import DataUpdateCoordinator, UpdateFailed
 from homeassistant.util import dt as dt_util
 from homeassistant.util.hass_dict import HassKey
@@ -211,10 +212,31 @@ class EpisodeSyncCoordinator(DataUpdateCoordinator[SyncSnapshot]):
         self.dirty_libraries = owed.dirty_libraries
         #: Called with the events' data of every new episode (the event entity).
         self.new_episode_listeners: list[Callable[[dict[str, Any]], None]] = []
+        #: New episodes found before anyone can hear of them (see
+        #: ``async_start_announcing``); None once they are announced as found.
+        self._unannounced: list[EpisodeRow] | None = []
 
     async def _async_setup(self) -> None:
         """Load the stored mirror once, before the first sync."""
         self.mirror, self.state = await self.store.async_load()
+
+    @callback
+    def async_start_announcing(self) -> None:
+        """Announce new episodes from now on, and those found so far once HA has started.
+
+        The set-up's first sync runs before the event entity and the device
+        exist, and at boot before automations listen (they attach when Home
+        Assistant has started): episodes added while Home Assistant was down
+        would otherwise be announced to no one.
+        """
+
+        @callback
+        def start(hass: HomeAssistant) -> None:
+            found, self._unannounced = self._unannounced, None
+            if found:
+                self._announce(found)
+
+        self.config_entry.async_on_unload(async_at_started(self.hass, start))
 
     async def async_shutdown(self) -> None:
         """Stop, leaving what is still owed for the entry's next coordinator."""
@@ -283,7 +305,10 @@ class EpisodeSyncCoordinator(DataUpdateCoordinator[SyncSnapshot]):
         self._report_held_back(result)
         self._report_delta_failures(result)
         if new := result.new_episodes:
-            self._announce(new)
+            if self._unannounced is not None:
+                self._unannounced.extend(new)
+            else:
+                self._announce(new)
         return self.snapshot()
 
     def _report_held_back(self, result: SyncResult) -> None:
