@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+import time
+from types import SimpleNamespace
 from typing import Any
 
 from homeassistant.helpers.storage import Store
 import pytest
 
+from custom_components.episode_sync import coordinator as coordinator_module
 from custom_components.episode_sync.api import plextv
 from custom_components.episode_sync.const import CONF_PUSH_UPDATES, DEFAULT_OPTIONS, DOMAIN
+from custom_components.episode_sync.coordinator import MAX_RETRY_AFTER
 from tests.simulator.jellyfin import JellyfinSimulator
 from tests.simulator.plex import PlexSimulator
 from tests.simulator.plextv import PlexTvSimulator
@@ -30,6 +34,26 @@ def push_off_unless_asked(monkeypatch: pytest.MonkeyPatch) -> None:
     ``push_updates=True`` (tests/test_push.py).
     """
     monkeypatch.setitem(DEFAULT_OPTIONS, CONF_PUSH_UPDATES, False)
+
+
+@pytest.fixture
+def let_time_pass(monkeypatch: pytest.MonkeyPatch) -> Callable[[], None]:
+    """Move the coordinator's clock past any ``Retry-After`` the server asked for.
+
+    For tests that need real time to pass (a held request's timeout), where a
+    frozen clock would not do.
+    """
+    offset = 0.0
+
+    def monotonic() -> float:
+        return time.monotonic() + offset
+
+    def later() -> None:
+        nonlocal offset
+        offset += MAX_RETRY_AFTER
+
+    monkeypatch.setattr(coordinator_module, "time", SimpleNamespace(monotonic=monotonic))
+    return later
 
 
 @pytest.fixture

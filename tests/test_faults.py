@@ -225,6 +225,7 @@ async def test_faults_during_a_sync_with_a_change(
     media_sim: Sim,
     hass_storage: dict[str, Any],
     kind: str,
+    let_time_pass: Callable[[], None],
 ) -> None:
     """A fault at any request of a sync that has an episode to add and one to remove."""
     world = await _world(hass, media_sim, hass_storage)
@@ -283,6 +284,7 @@ async def test_faults_during_a_sync_with_a_change(
         sim.clear_faults()
         sim.clear_log()
         # The next scheduled sync: a forced sync that could not run is still owed.
+        let_time_pass()
         await coordinator.async_refresh()
         assert coordinator.last_update_success, (name, k)
         world.assert_correct([added], mode=mode)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterator
 import contextlib
+from datetime import timedelta
 import logging
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from unittest.mock import patch
 from freezegun.api import FrozenDateTimeFactory
 from homeassistant.config_entries import ConfigEntryState
 from homeassistant.core import HomeAssistant
+from homeassistant.exceptions import HomeAssistantError
 from homeassistant.helpers import issue_registry as ir, storage
 import orjson
 import pytest
@@ -417,3 +419,52 @@ async def test_plex_section_listing_that_answers_404_is_retried_later_not_escala
     await next_poll(hass, freezer)
     assert state_of(hass, entry, "sensor", "sync_mode") == "incremental"
     _assert_in_sync(hass, sim, entry, hass_storage)
+
+
+# -- the server asks for a pause ------------------------------------------------------------
+
+
+async def test_retry_after_keeps_every_sync_away_until_then(
+    hass: HomeAssistant, media_sim: Sim, freezer: FrozenDateTimeFactory
+) -> None:
+    """503 with ``Retry-After`` (docs: jellyfin §1, "back off ≥ Retry-After"): no request before."""
+    sim = media_sim
+    entry = await entry_for(sim)
+    await setup_entry(hass, entry)
+    coordinator = entry.runtime_data.coordinator
+    sim.add_fault(Fault(kind="status", status=503, headers={"Retry-After": "1800"}))
+    await next_poll(hass, freezer)
+    assert state_of(hass, entry, "sensor", "episodes") == "unavailable"
+
+    sim.clear_log()
+    for _ in range(2):  # the polls of the next 20 minutes…
+        await next_poll(hass, freezer)
+    await coordinator.async_request_refresh()  # …a push message…
+    await hass.async_block_till_done(wait_background_tasks=True)
+    with pytest.raises(HomeAssistantError) as err:  # …and the button all wait
+        await coordinator.async_force_full_sync()
+    assert "asked to wait" in str(err.value)
+    assert sim.requests == []
+
+    freezer.tick(timedelta(minutes=10))
+    await coordinator.async_refresh()  # 30 minutes later: asked again, and what was owed runs
+    assert coordinator.last_update_success
+    assert state_of(hass, entry, "sensor", "sync_mode") == "full"
+
+
+async def test_a_huge_retry_after_is_obeyed_for_an_hour_at_most(
+    hass: HomeAssistant, media_sim: Sim, freezer: FrozenDateTimeFactory
+) -> None:
+    sim = media_sim
+    entry = await entry_for(sim)
+    await setup_entry(hass, entry)
+    coordinator = entry.runtime_data.coordinator
+    sim.add_fault(Fault(kind="status", status=429, headers={"Retry-After": "86400"}))
+    await next_poll(hass, freezer)
+    assert not coordinator.last_update_success
+    freezer.tick(timedelta(minutes=59))
+    await coordinator.async_refresh()
+    assert not coordinator.last_update_success
+    freezer.tick(timedelta(minutes=1))
+    await coordinator.async_refresh()
+    assert coordinator.last_update_success

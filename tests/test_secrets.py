@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 import json
 import logging
 from typing import Any
@@ -86,6 +87,7 @@ async def test_no_secret_in_any_fault_path(
     hass_storage: dict[str, Any],
     caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
+    let_time_pass: Callable[[], None],
     server: str,
 ) -> None:
     """Every fault of the matrix, plus a redirect whose target carries the token, at DEBUG."""
@@ -122,6 +124,7 @@ async def test_no_secret_in_any_fault_path(
         assert not coordinator.last_update_success, fault
         sim.clear_faults()
         # Back again: Home Assistant logs a failure when the coordinator turns unavailable.
+        let_time_pass()
         await coordinator.async_refresh()
         assert coordinator.last_update_success
     diagnostics = await async_get_config_entry_diagnostics(hass, entry)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import inspect
+from typing import Any
 
 from homeassistant.helpers.storage import Store
+from homeassistant.helpers.update_coordinator import UpdateFailed
 
 try:  # HA 2026.x validates schemas with probatio, the successor of voluptuous.
     import probatio as vol  # type: ignore[import-not-found,unused-ignore]
@@ -15,4 +17,21 @@ except ImportError:  # pragma: no cover - HA before 2026 ships voluptuous only
 #: thread; older releases encode in the loop, so the payload is kept compact.
 STORE_OFF_LOOP = "serialize_in_event_loop" in inspect.signature(Store.__init__).parameters
 
-__all__ = ["STORE_OFF_LOOP", "vol"]
+
+#: ``UpdateFailed(retry_after=…)`` (newer releases than 2025.4) moves the next
+#: scheduled poll to when the server asked to be asked again.
+_UPDATE_FAILED_RETRY_AFTER = "retry_after" in inspect.signature(UpdateFailed).parameters
+
+
+def update_failed(retry_after: float | None, **kwargs: Any) -> UpdateFailed:
+    """``UpdateFailed``, with ``retry_after`` where Home Assistant takes it.
+
+    Older releases poll at the usual interval instead; the coordinator's own
+    back-off keeps every sync away until then on both.
+    """
+    if retry_after is not None and _UPDATE_FAILED_RETRY_AFTER:
+        kwargs["retry_after"] = retry_after
+    return UpdateFailed(**kwargs)
+
+
+__all__ = ["STORE_OFF_LOOP", "update_failed", "vol"]

@@ -10,13 +10,15 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+import math
+import time
 from typing import TYPE_CHECKING, Any
 
 from homeassistant.core import HomeAssistant, callback
 from homeassistant.exceptions import ConfigEntryAuthFailed, HomeAssistantError
 from homeassistant.helpers import device_registry as dr, issue_registry as ir
 from homeassistant.helpers.start import async_at_started
-from homeassistant.helpers.update_coordinator import DataUpdateCoordinator, UpdateFailed
+from homeassistant.helpers.update_coordinator import DataUpdateCoordinator
 from homeassistant.util import dt as dt_util
 from homeassistant.util.hass_dict import HassKey
 
@@ -24,9 +26,11 @@ from .api.errors import (
     MediaServerAuthError,
     MediaServerConnectionError,
     MediaServerError,
+    MediaServerUnavailableError,
 )
 from .api.models import At, Episode, EpisodeRow, ServerInfo, Show
 from .client import MediaClient
+from .compat import update_failed
 from .const import (
     CONF_EXCLUDE_KEYWORDS,
     CONF_FULL_SYNC_DAYS,
@@ -51,6 +55,8 @@ if TYPE_CHECKING:
 
 #: Consecutive syncs whose delta failed (and ran full instead) before a repair issue.
 DELTA_FAILURES_FOR_ISSUE = 3
+#: The longest ``Retry-After`` obeyed (s): a server asking for more is asked again then.
+MAX_RETRY_AFTER = 3600.0
 
 
 @dataclass(slots=True)
@@ -212,6 +218,8 @@ class EpisodeSyncCoordinator(DataUpdateCoordinator[SyncSnapshot]):
         self.dirty_libraries = owed.dirty_libraries
         #: Called with the events' data of every new episode (the event entity).
         self.new_episode_listeners: list[Callable[[dict[str, Any]], None]] = []
+        #: ``time.monotonic()`` before which no sync asks the server (its ``Retry-After``).
+        self._not_before = 0.0
         #: New episodes found before anyone can hear of them (see
         #: ``async_start_announcing``); None once they are announced as found.
         self._unannounced: list[EpisodeRow] | None = []
@@ -267,6 +275,15 @@ class EpisodeSyncCoordinator(DataUpdateCoordinator[SyncSnapshot]):
 
     async def _async_update_data(self) -> SyncSnapshot:
         """Sync, persist, then announce; map every client error in this one place."""
+        if (wait := self._not_before - time.monotonic()) > 0:
+            # The server asked for a pause (503 or 429 with Retry-After): every
+            # sync, pushed or forced too, waits; what it owes stays owed.
+            raise update_failed(
+                wait,
+                translation_domain=DOMAIN,
+                translation_key="server_asked_to_wait",
+                translation_placeholders={"seconds": str(math.ceil(wait))},
+            )
         force, self._force_full = self._force_full, False
         dirty, self.dirty_libraries = self.dirty_libraries, set()
         try:
@@ -278,7 +295,12 @@ class EpisodeSyncCoordinator(DataUpdateCoordinator[SyncSnapshot]):
                 raise ConfigEntryAuthFailed(
                     translation_domain=DOMAIN, translation_key="auth_failed"
                 ) from err
-            raise UpdateFailed(
+            retry_after = None
+            if isinstance(err, MediaServerUnavailableError) and err.retry_after:
+                retry_after = min(max(err.retry_after, 0.0), MAX_RETRY_AFTER)
+                self._not_before = time.monotonic() + retry_after
+            raise update_failed(
+                retry_after,
                 translation_domain=DOMAIN,
                 translation_key=(
                     "cannot_connect"
