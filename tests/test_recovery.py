@@ -21,6 +21,7 @@ from homeassistant.config_entries import ConfigEntryState
 from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import HomeAssistantError
 from homeassistant.helpers import issue_registry as ir, storage
+from homeassistant.util.file import WriteError
 import orjson
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry, async_capture_events
@@ -198,6 +199,37 @@ async def test_store_of_the_wrong_shape_is_logged_and_rebuilt(
     await _restart_expecting_a_full_sync(hass, plex_sim, entry, hass_storage)
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert any("a full sync will rebuild it" in r.getMessage() for r in warnings)
+
+
+async def test_library_write_that_failed_is_found_at_the_next_start(
+    hass: HomeAssistant,
+    plex_sim: PlexSimulator,
+    freezer: FrozenDateTimeFactory,
+    hass_storage: dict[str, Any],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Home Assistant logs a failed write and carries on: the status file must not outlive it."""
+    entry = plex_entry(plex_sim)
+    await setup_entry(hass, entry)
+    library_key = _keys(entry)["library"]
+    show = next(iter(plex_sim.model.libraries[tv_library_ids(plex_sim.model)[0]].shows.values()))
+    plex_sim.model.add_episode(show.id, 30, 1)
+    written = storage.Store._async_write_data
+
+    async def disk_full(store: storage.Store[Any], *args: Any) -> None:
+        if store.key == library_key:
+            raise WriteError("No space left on device")
+        await written(store, *args)  # (the arguments differ between HA releases)
+
+    with patch.object(storage.Store, "_async_write_data", new=disk_full):
+        await next_poll(hass, freezer)
+    assert "No space left on device" in caplog.text  # Home Assistant's own log line
+    assert state_of(hass, entry, "sensor", "episodes") == "101"  # the running mirror is right
+    assert await hass.config_entries.async_unload(entry.entry_id)
+
+    caplog.clear()
+    await _restart_expecting_a_full_sync(hass, plex_sim, entry, hass_storage)
+    assert "older than its bookkeeping" in caplog.text
 
 
 @pytest.fixture

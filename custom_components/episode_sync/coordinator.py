@@ -1,8 +1,9 @@
 """The coordinator: runs the sync engine on a schedule and tells Home Assistant.
 
 One place maps the clients' errors onto Home Assistant's (``_async_update_data``);
-one place persists a committed sync (before the in-memory mirror moves on, so
-a failed write is a failed sync); one place fires the new-episode events.
+one place persists a committed sync (before the in-memory mirror moves on; a
+write that Home Assistant could not make is found at the next start, see
+``store``); one place fires the new-episode events.
 """
 
 from __future__ import annotations

@@ -14,6 +14,12 @@ of 1,000 strings parses in a fraction of the time of 100,000 nested lists;
 the rows are then decoded show by show on the loop, handing it back as it goes. A file that is
 corrupt or not in the expected shape is logged and answered with an empty
 mirror, which makes the next sync a full one; it never stops the set-up.
+
+Home Assistant's ``Store`` logs a failed write (a full disk) and carries on, so
+each library file carries a ``generation`` that the status file names: a pair
+whose generations differ (the library write failed, the status one did not)
+is not trusted, and the next start runs a full sync instead of an incremental
+one from a cursor newer than its mirror.
 """
 
 from __future__ import annotations
@@ -307,6 +313,8 @@ class EpisodeSyncStore:
             )
         #: Library-store writes so far (diagnostics and the benchmark report it).
         self.library_writes = 0
+        #: The generation of the library file, as the status file names it.
+        self._generation = 0
         #: Summary of the last sync, as stored in the status store.
         self.last_result: dict[str, Any] = {}
 
@@ -327,6 +335,13 @@ class EpisodeSyncStore:
                     )
                 return Mirror(), SyncState()
             state, mirror = decode_state(status), await async_decode_mirror(library)
+            if library.get("generation") != status.get("library_generation"):
+                LOGGER.warning(
+                    "The stored mirror is older than its bookkeeping (a write failed);"
+                    " a full sync will rebuild it"
+                )
+                return Mirror(), SyncState()
+            self._generation = int(library.get("generation") or 0)
             self.last_result = dict(status.get("last_result") or {})
         except (ValueError, OSError, HomeAssistantError) as err:
             # HomeAssistantError: Store's JSON loader wraps an unreadable file (OSError).
@@ -339,10 +354,18 @@ class EpisodeSyncStore:
     ) -> None:
         """Persist a committed sync: the mirror only when it changed (``mirror`` not None)."""
         if mirror is not None:
-            await self._library.async_save(await encode_mirror(mirror))
+            self._generation += 1
+            encoded = await encode_mirror(mirror)
+            await self._library.async_save({**encoded, "generation": self._generation})
             self.library_writes += 1
         self.last_result = last_result
-        await self._status.async_save({**encode_state(state), "last_result": last_result})
+        await self._status.async_save(
+            {
+                **encode_state(state),
+                "last_result": last_result,
+                "library_generation": self._generation,
+            }
+        )
 
     async def async_remove(self) -> None:
         """Delete both files (the config entry is being removed)."""
