@@ -3,14 +3,17 @@
 Each test drives a simulator over real HTTP on 127.0.0.1 with aiohttp, the way
 a client would, and checks one checklist item (quirks included): a client that
 passes against the simulator must also work against a real server. Websockets
-(checklist item 17 / the Plex notifications socket) are tested elsewhere.
+(checklist item 17 / the Plex notifications socket) are tested in
+tests/test_push.py, but for the API keys' socket and the upgrade's Date here.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 import itertools
+import time
 from typing import Any
 
 import aiohttp
@@ -20,6 +23,7 @@ import pytest
 from yarl import URL
 
 from custom_components.episode_sync.api.plex import PlexClient
+from custom_components.episode_sync.api.push import websocket_url
 from tests.helpers import (
     episodes_of,
     jellyfin_entry,
@@ -29,6 +33,7 @@ from tests.helpers import (
     state_of,
     tv_library_ids,
 )
+from tests.simulator.common import Fault
 from tests.simulator.jellyfin import JellyfinSimulator
 from tests.simulator.library import SimShow
 from tests.simulator.plex import NOT_FOUND_HTML, UNAUTHORIZED_HTML, PlexSimulator
@@ -601,7 +606,9 @@ async def test_jellyfin_10_8_mode(
     assert (alone["Items"], alone["TotalRecordCount"]) == ([], 0)
     _, for_user = await _jf(session, sim, "/Items", token, **base, MinDateLastSavedForUser=since)
     assert for_user["TotalRecordCount"] == 18
-    _, legacy = await _jf(session, sim, f"/Users/{user_id}/Items", token, IncludeItemTypes="Series")
+    _, legacy = await _jf(
+        session, sim, f"/Users/{user_id}/Items", token, IncludeItemTypes="Series", Recursive="true"
+    )
     assert legacy["TotalRecordCount"] == 3
 
 
@@ -929,6 +936,7 @@ async def test_jellyfin_save_model_and_series_hints(
             Ids=episode.id,
             ParentId=show.id,
             IncludeItemTypes="Episode",
+            Recursive="true",  # the episode is the series' grandchild (in a season)
             Fields="Etag",
         )
         _, series = await _jf(
@@ -938,6 +946,7 @@ async def test_jellyfin_save_model_and_series_hints(
             token,
             userId=user_id,
             IncludeItemTypes="Series",
+            Recursive="true",
             Fields="Etag,DateLastMediaAdded",
         )
         row = next(s for s in series["Items"] if s["Id"] == show.id)
@@ -960,7 +969,12 @@ async def test_jellyfin_save_model_and_series_hints(
     jellyfin_sim.first_refresh_delay = 30
     since = datetime.fromtimestamp(jellyfin_sim.clock.now() - 1, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     fresh = jellyfin_sim.model.add_episode(show.id, 1, 101)
-    delta = {"userId": user_id, "IncludeItemTypes": "Episode", "MinDateLastSaved": since}
+    delta = {
+        "userId": user_id,
+        "IncludeItemTypes": "Episode",
+        "Recursive": "true",
+        "MinDateLastSaved": since,
+    }
     _, before = await _jf(session, jellyfin_sim, "/Items", token, **delta)
     assert fresh.id not in {i["Id"] for i in before["Items"]}  # NULL until the first refresh
     jellyfin_sim.clock.advance(31)
@@ -1033,3 +1047,106 @@ async def test_plex_client_leaves_trashed_episodes_out(
     repaired = episodes_of(await client.show_episodes(section, show.id))
     shows = {s.id: s for s in await client.shows(section)}
     assert len(repaired) == shows[show.id].episode_count == 9
+
+
+# -- both: the Date header on every answer (jellyfin §10 item 15) ----------------------------
+
+
+def _served_at(reply: aiohttp.ClientResponse) -> float:
+    return parsedate_to_datetime(reply.headers["Date"]).timestamp()
+
+
+async def test_faults_and_unrouted_paths_carry_the_server_date(
+    media_sim: PlexSimulator | JellyfinSimulator, session: aiohttp.ClientSession
+) -> None:
+    """A slow, malformed or truncated answer and aiohttp's own 404/405 are dated by the
+    simulated clock (never the host's); a reset sends no answer at all."""
+    sim = media_sim
+    sim.clock.advance(-3 * 86_400)  # the server runs three days behind the host
+    headers = _plex_headers(sim) if isinstance(sim, PlexSimulator) else {}
+    path = "/library/sections" if isinstance(sim, PlexSimulator) else "/System/Info/Public"
+    for fault in (
+        Fault(kind="timeout", delay=0.05),
+        Fault(kind="malformed"),
+        Fault(kind="status", status=503),
+    ):
+        sim.add_fault(fault)
+        async with session.get(sim.url + path, headers=headers) as reply:
+            assert abs(_served_at(reply) - sim.clock.now()) < 5, fault.kind
+    sim.add_fault(Fault(kind="truncated"))
+    async with session.get(sim.url + path, headers=headers) as reply:
+        assert abs(_served_at(reply) - sim.clock.now()) < 5
+        with pytest.raises(aiohttp.ClientPayloadError):
+            await reply.read()
+    sim.add_fault(Fault(kind="reset", times=2))  # aiohttp retries once on a reused connection
+    with pytest.raises(aiohttp.ClientError):
+        async with session.get(sim.url + path, headers=headers) as reply:
+            await reply.read()
+    # Jellyfin's unknown paths and wrong methods are aiohttp's own answers.
+    for method, unknown in (("GET", "/no/such/path"), ("DELETE", path)):
+        async with session.request(method, sim.url + unknown, headers=headers) as reply:
+            assert reply.status in (404, 405)
+            assert abs(_served_at(reply) - sim.clock.now()) < 5, (method, unknown)
+    assert abs(sim.clock.now() - time.time()) > 86_400
+
+
+async def test_socket_upgrades_carry_the_server_date(
+    media_sim: PlexSimulator | JellyfinSimulator, session: aiohttp.ClientSession
+) -> None:
+    """The websocket's 101 is dated by the simulated clock too."""
+    sim = media_sim
+    sim.clock.advance(86_400)
+    if isinstance(sim, PlexSimulator):
+        url, params = "/:/websockets/notifications", {"X-Plex-Token": sim.token}
+    else:
+        url, params = "/socket", {"ApiKey": (await _login(session, sim))[0]}
+    ws = await session.ws_connect(websocket_url(sim.url) + url, params=params)
+    try:
+        assert ws._response is not None
+        served = parsedate_to_datetime(ws._response.headers["Date"]).timestamp()
+        assert abs(served - sim.clock.now()) < 5
+    finally:
+        await ws.close()
+
+
+# -- Jellyfin: one set of API keys (checklist 5 and 17) ---------------------------------------
+
+
+async def test_jellyfin_api_keys_open_the_socket_but_get_no_library_changed(
+    jellyfin_sim: JellyfinSimulator, session: aiohttp.ClientSession
+) -> None:
+    """A ``create_api_key`` key opens ``/socket`` (query or header) and gets keepalives only;
+    the user socket gets ``LibraryChanged``. ``push.api_keys`` is the server's own set."""
+    push = jellyfin_sim.push
+    push.library_update_duration = 0.01
+    key = jellyfin_sim.create_api_key()
+    assert push.api_keys is jellyfin_sim.api_keys
+    push.api_keys.add("added-through-the-alias")
+    user_id = next(iter(jellyfin_sim.user_ids.values()))
+    for api_key in (key, "added-through-the-alias"):
+        status, _ = await _jf(session, jellyfin_sim, "/Items", api_key, userId=user_id)
+        assert status == 200
+    token, _ = await _login(session, jellyfin_sim)
+    url = websocket_url(jellyfin_sim.url) + "/socket"
+    user = await session.ws_connect(url, params={"ApiKey": token})
+    by_query = await session.ws_connect(url, params={"ApiKey": key})
+    by_header = await session.ws_connect(
+        url, headers={"Authorization": f'MediaBrowser Client="x", Token="{key}"'}
+    )
+    try:
+        for ws in (user, by_query, by_header):
+            hello = await ws.receive_json(timeout=5)
+            assert (hello["MessageType"], hello["Data"]) == ("ForceKeepAlive", 60)
+        episode = jellyfin_sim.model.add_episode(_first_show(jellyfin_sim).id, 3, 1)
+        changed = await user.receive_json(timeout=5)
+        assert changed["MessageType"] == "LibraryChanged"
+        assert changed["Data"]["ItemsAdded"] == [episode.id]
+        for ws in (by_query, by_header):
+            with pytest.raises(TimeoutError):
+                await ws.receive_json(timeout=0.3)
+    finally:
+        for ws in (user, by_query, by_header):
+            await ws.close()
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        await session.ws_connect(url, params={"ApiKey": "revoked-or-never-made"})
+    assert refused.value.status == 403

@@ -5,6 +5,12 @@ in the log, wait the configured latency, apply the first matching fault, then
 run the real handler and stamp the server clock's ``Date`` header on the reply
 (the Jellyfin client takes its delta cursor from that header, so the header
 must follow the simulated clock, not the host's).
+
+Every answer that is sent at all carries that ``Date`` (checklists: jellyfin
+§10 item 15): injected faults (a slow answer is dated when it is finally
+sent, a malformed or truncated body too) and aiohttp's own errors (an
+unrouted path) included, since aiohttp would otherwise fill in the host's
+clock. Only a ``reset`` sends nothing, so nothing is dated.
 """
 
 from __future__ import annotations
@@ -191,7 +197,12 @@ class SimServer:
         fault = next((f for f in self.faults if f.matches(request)), None)
         if fault is not None and fault.kind not in ("mutate", "truncated"):
             return await self._apply_fault(fault, request)
-        response = await handler(request)
+        try:
+            response = await handler(request)
+        except web.HTTPException as err:
+            # aiohttp's own answers (no route, wrong method): the server clock too.
+            err.headers["Date"] = self.http_date()
+            raise
         if fault is not None and fault.kind == "truncated" and isinstance(response, web.Response):
             return await self._truncate(request, bytes(response.body))  # type: ignore[arg-type]
         if fault is not None and fault.mutate is not None and isinstance(response, web.Response):
@@ -217,18 +228,22 @@ class SimServer:
             return web.Response(status=500)
         if fault.kind == "timeout":
             await asyncio.sleep(fault.delay)
-            return web.Response(status=504)
+            # Dated when it is finally sent, not when the request came in.
+            return web.Response(status=504, headers={"Date": self.http_date()})
         if fault.kind == "malformed":
             return web.Response(
                 status=200,
                 text='{"MediaContainer": {"size": 3, "Metad',
                 content_type="application/json",
+                headers={"Date": self.http_date()},
             )
         raise AssertionError(fault.kind)
 
     async def _truncate(self, request: web.Request, body: bytes) -> web.StreamResponse:
         """Announce the full length of the real answer, send half of it, then close."""
-        response = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
+        response = web.StreamResponse(
+            status=200, headers={"Content-Type": "application/json", "Date": self.http_date()}
+        )
         response.content_length = len(body)
         await response.prepare(request)
         await response.write(body[: len(body) // 2])

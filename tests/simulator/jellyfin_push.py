@@ -55,8 +55,6 @@ class JellyfinPush:
     def __init__(self, sim: JellyfinSimulator) -> None:
         """Serve notifications of ``sim``'s model."""
         self._sim = sim
-        #: Admin-created API keys: valid on the socket, but no user behind them.
-        self.api_keys: set[str] = set()
         self.keepalive_timeout = 60
         #: Seconds of silence after which the server closes a socket (None: never).
         self.idle_timeout: float | None = 60.0
@@ -71,6 +69,20 @@ class JellyfinPush:
         self._flush_timer: asyncio.TimerHandle | None = None
 
     @property
+    def api_keys(self) -> set[str]:
+        """The server's API keys (``JellyfinSimulator.api_keys``, the one source of truth).
+
+        A key the HTTP routes accept opens a socket too, with no user behind
+        it, so it never receives ``LibraryChanged`` (docs: jellyfin §6,
+        checklist 17). Kept here as an alias: adding to it adds to the server's.
+        """
+        return self._sim.api_keys
+
+    @api_keys.setter
+    def api_keys(self, keys: set[str]) -> None:
+        self._sim.api_keys = keys
+
+    @property
     def connected(self) -> int:
         """Open sockets."""
         return len(self.sessions)
@@ -82,12 +94,13 @@ class JellyfinPush:
         token = self._sim._token(request)
         if token in self._sim.tokens:
             user_id: str | None = self._sim.tokens[token][0]
-        elif token in self.api_keys:
+        elif token in self._sim.api_keys:
             user_id = None
         else:
             # SecurityException before the upgrade -> ExceptionMiddleware 403.
             return web.Response(status=403, text="Error processing request.")
         ws = web.WebSocketResponse(autoping=True)
+        ws.headers["Date"] = self._sim.http_date()  # the 101 is dated by the server clock too
         await ws.prepare(request)
         session = _Session(ws, user_id)
         self.sessions.append(session)
@@ -171,6 +184,8 @@ class JellyfinPush:
                     batch["FoldersRemovedFrom"].append(season)
             else:
                 batch["ItemsUpdated"].append(item.id)
+        elif isinstance(item, SimShow) and kind == "show_updated":
+            batch["ItemsUpdated"].append(item.id)
         elif isinstance(item, SimShow):
             key = "ItemsAdded" if kind == "show_added" else "ItemsRemoved"
             batch[key].append(item.id)

@@ -79,6 +79,7 @@ class PlexPush:
         if not self._sim._authorized(request):
             return self._sim._unauthorized()
         ws = web.WebSocketResponse(autoping=True)
+        ws.headers["Date"] = self._sim.http_date()  # the 101 carries the server clock too
         await ws.prepare(request)
         queue: asyncio.Queue[Frame | None] = asyncio.Queue()
         self._queues[ws] = queue
@@ -132,9 +133,9 @@ class PlexPush:
         if kind == "watched":
             return  # no dependable event for watch state (docs: plex §5)
         section = library_id
-        if kind in ("episode_added", "show_added", "episode_updated"):
+        if kind in ("episode_added", "show_added", "episode_updated", "show_updated"):
             assert isinstance(item, (SimEpisode, SimShow))
-            timeline = self._added(section, item, created=kind != "episode_updated")
+            timeline = self._added(section, item, created=kind.endswith("_added"))
         elif kind in ("episode_removed", "show_removed"):
             assert isinstance(item, (SimEpisode, SimShow))
             timeline = [self._deleted(section, item)]
