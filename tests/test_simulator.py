@@ -22,6 +22,7 @@ from homeassistant.core import HomeAssistant
 import pytest
 from yarl import URL
 
+from custom_components.episode_sync.api.jellyfin import JellyfinClient
 from custom_components.episode_sync.api.plex import PlexClient
 from custom_components.episode_sync.api.push import websocket_url
 from tests.helpers import (
@@ -35,7 +36,7 @@ from tests.helpers import (
 )
 from tests.simulator.common import Fault
 from tests.simulator.jellyfin import JellyfinSimulator
-from tests.simulator.library import SimShow
+from tests.simulator.library import SimClock, SimLibraryModel, SimShow
 from tests.simulator.plex import NOT_FOUND_HTML, UNAUTHORIZED_HTML, PlexSimulator
 
 JSON = {"Accept": "application/json"}
@@ -1150,3 +1151,393 @@ async def test_jellyfin_api_keys_open_the_socket_but_get_no_library_changed(
     with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
         await session.ws_connect(url, params={"ApiKey": "revoked-or-never-made"})
     assert refused.value.status == 403
+
+
+# -- Jellyfin: /Items structure, location filters, seasons (checklist 13, 16) ------------------
+
+
+def _ids(body: dict[str, Any]) -> list[str]:
+    return [item["Id"] for item in body["Items"]]
+
+
+async def test_jellyfin_items_recursion_and_parents(
+    jellyfin_sim: JellyfinSimulator, session: aiohttp.ClientSession
+) -> None:
+    """Without ``Recursive=true`` a parent gives its direct children; a season is a parent;
+    no types means every kind; no parent and no recursion gives the libraries."""
+    sim = jellyfin_sim
+    token, user_id = await _login(session, sim)
+    library = tv_library_ids(sim.model)[0]
+    show = _first_show(sim)
+    season_one = show.season_ids[1]
+
+    async def items(**params: str) -> dict[str, Any]:
+        status, body = await _jf(session, sim, "/Items", token, userId=user_id, **params)
+        assert status == 200, params
+        return dict(body)
+
+    direct = await items(ParentId=library)
+    assert {i["Type"] for i in direct["Items"]} == {"Series"}
+    assert direct["TotalRecordCount"] == 10
+    # Types with a library parent but no Recursive: its children are no episodes.
+    assert (await items(ParentId=library, IncludeItemTypes="Episode"))["TotalRecordCount"] == 0
+    sim.library_types_imply_recursive = True  # what HEAD does (docs: jellyfin §2)
+    assert (await items(ParentId=library, IncludeItemTypes="Episode"))["TotalRecordCount"] == 100
+    sim.library_types_imply_recursive = False
+    everything = await items(ParentId=library, Recursive="TRUE")
+    kinds = [i["Type"] for i in everything["Items"]]
+    assert (kinds.count("Series"), kinds.count("Season"), kinds.count("Episode")) == (10, 20, 100)
+
+    seasons = await items(ParentId=library, IncludeItemTypes="Season", Recursive="true")
+    assert seasons["TotalRecordCount"] == 20
+    first = next(s for s in seasons["Items"] if s["Id"] == season_one)
+    assert (first["Name"], first["IndexNumber"], first["SeriesId"]) == ("Season 1", 1, show.id)
+    assert "UserData" in first
+    assert "Etag" not in first  # fields gating applies to seasons too
+
+    of_series = await items(ParentId=show.id)
+    assert _ids(of_series) == [show.season_ids[1], show.season_ids[2]]
+    assert (await items(ParentId=show.id, IncludeItemTypes="Episode"))["TotalRecordCount"] == 0
+    assert (await items(ParentId=show.id, IncludeItemTypes="Episode", Recursive="true"))[
+        "TotalRecordCount"
+    ] == 10
+    of_season = await items(ParentId=season_one, Fields="ParentId")
+    expected = [e.id for e in show.episodes.values() if e.season == 1]
+    assert _ids(of_season) == expected
+    assert {i["ParentId"] for i in of_season["Items"]} == {season_one}
+    assert _ids(await items(ParentId=season_one, Recursive="true")) == expected
+
+    # No parent, no recursion: the user's root folder, whatever the types say.
+    root = await items(IncludeItemTypes="Series")
+    assert {i["Type"] for i in root["Items"]} == {"CollectionFolder"}
+    # Ids find items anywhere without a parent; with one, the parent still filters.
+    episode = expected[0]
+    assert _ids(await items(Ids=episode)) == [episode]
+    assert _ids(await items(Ids=episode, ParentId=show.id)) == []
+    assert _ids(await items(Ids=episode, ParentId=show.id, Recursive="true")) == [episode]
+    assert (await _jf(session, sim, "/Items", token, ParentId="f" * 32, userId=user_id))[0] == 404
+
+
+async def test_jellyfin_location_types_and_is_missing(
+    jellyfin_sim: JellyfinSimulator, session: aiohttp.ClientSession
+) -> None:
+    """``LocationTypes`` follows ItemsController's IsVirtualItem rule; ``IsMissing`` in any case."""
+    sim = jellyfin_sim
+    token, user_id = await _login(session, sim)
+    show = _first_show(sim)
+    placeholder = sim.model.add_episode(show.id, 2, 6, virtual=True)
+    base = {
+        "userId": user_id,
+        "ParentId": show.id,
+        "IncludeItemTypes": "Episode",
+        "Recursive": "true",
+    }
+    cases = [
+        ({}, 11),
+        ({"ExcludeLocationTypes": "Virtual"}, 10),
+        ({"excludelocationtypes": "virtual"}, 10),
+        ({"LocationTypes": "FileSystem,Remote,Offline"}, 10),
+        ({"LocationTypes": "Virtual"}, 1),
+        ({"LocationTypes": "FileSystem,Virtual"}, 1),  # names Virtual: only placeholders
+        ({"LocationTypes": "FileSystem,Remote,Offline,Virtual"}, 11),  # all four: no filter
+        ({"IsMissing": "false"}, 10),
+        ({"ISMISSING": "False"}, 10),
+        ({"isMissing": "FALSE"}, 10),
+        ({"IsMissing": "true"}, 1),
+    ]
+    for extra, total in cases:
+        _, body = await _jf(session, sim, "/Items", token, **base, **extra)
+        assert body["TotalRecordCount"] == total, extra
+        if total == 1:
+            assert _ids(body) == [placeholder.id]
+            assert body["Items"][0]["LocationType"] == "Virtual"
+
+
+async def test_jellyfin_show_seasons_route(
+    jellyfin_sim: JellyfinSimulator, session: aiohttp.ClientSession
+) -> None:
+    """``/Shows/{id}/Seasons``: placeholders unless ``isMissing=false``, user data with a
+    user (``userId`` for an API key), Specials by name, and no paging (GetSeasons has none)."""
+    sim = jellyfin_sim
+    show = _first_show(sim)
+    sim.model.add_episode(show.id, 0, 1, title="Behind the scenes")
+    sim.model.add_episode(show.id, 3, 1, virtual=True)  # a season of placeholders only
+    key = sim.create_api_key()
+    user_id = next(iter(sim.user_ids.values()))
+    path = f"/Shows/{show.id}/Seasons"
+
+    _, listed = await _jf(session, sim, path, key)
+    assert [s["IndexNumber"] for s in listed["Items"]] == [0, 1, 2, 3]
+    assert [s["LocationType"] for s in listed["Items"]][-1] == "Virtual"
+    assert listed["Items"][0]["Name"] == "Specials"
+    assert all("UserData" not in s for s in listed["Items"])
+    for spelling in ("false", "False", "FALSE"):
+        _, real = await _jf(session, sim, path, key, isMissing=spelling)
+        assert [s["IndexNumber"] for s in real["Items"]] == [0, 1, 2], spelling
+    _, only_missing = await _jf(session, sim, path, key, IsMissing="true")
+    assert [s["IndexNumber"] for s in only_missing["Items"]] == [3]
+    _, no_specials = await _jf(session, sim, path, key, isMissing="false", isSpecialSeason="false")
+    assert [s["IndexNumber"] for s in no_specials["Items"]] == [1, 2]
+
+    _, with_user = await _jf(
+        session, sim, path, key, userId=user_id, Fields="RecursiveItemCount,ChildCount,Etag"
+    )
+    season_one = with_user["Items"][1]
+    assert season_one["UserData"]["UnplayedItemCount"] == 5
+    assert (season_one["RecursiveItemCount"], season_one["ChildCount"]) == (5, 5)
+    assert len(season_one["Etag"]) == 32
+    # A user without DisplayMissingEpisodes gets no placeholder season.
+    token, _ = await _login(session, sim)
+    sim.display_missing_episodes = False
+    _, as_user = await _jf(session, sim, path, token)
+    assert [s["IndexNumber"] for s in as_user["Items"]] == [0, 1, 2]
+    assert "UserData" in as_user["Items"][0]
+    # Paging parameters are not the route's: the whole list, StartIndex 0.
+    _, paged = await _jf(session, sim, path, token, StartIndex="1", Limit="1")
+    assert (len(paged["Items"]), paged["TotalRecordCount"], paged["StartIndex"]) == (3, 3, 0)
+    assert (await _jf(session, sim, f"/Shows/{'0' * 32}/Seasons", token))[0] == 404
+
+
+async def test_jellyfin_show_episodes_by_season(
+    jellyfin_sim: JellyfinSimulator, session: aiohttp.ClientSession
+) -> None:
+    """``seasonId`` (404 when unknown) or ``season`` narrows ``/Shows/{id}/Episodes``."""
+    sim = jellyfin_sim
+    token, user_id = await _login(session, sim)
+    show = _first_show(sim)
+    path = f"/Shows/{show.id}/Episodes"
+    in_two = [e.id for e in show.episodes.values() if e.season == 2]
+    _, by_id = await _jf(session, sim, path, token, seasonId=show.season_ids[2], userId=user_id)
+    assert _ids(by_id) == in_two
+    _, by_number = await _jf(session, sim, path, token, season="2", userId=user_id)
+    assert _ids(by_number) == in_two
+    assert (await _jf(session, sim, path, token, seasonId="0" * 32))[0] == 404
+
+
+# -- Jellyfin: the save model's hooks (checklist 9, 12) ----------------------------------------
+
+
+async def test_jellyfin_replaced_file_and_edited_series(
+    jellyfin_sim: JellyfinSimulator, session: aiohttp.ClientSession
+) -> None:
+    """A replaced file sets DateCreated again and saves the row; the series moves only if
+    its DateLastMediaAdded does, or when the series itself is edited."""
+    sim = jellyfin_sim
+    token, user_id = await _login(session, sim)
+    show = _first_show(sim)
+    ordered = sorted(show.episodes.values(), key=lambda e: e.file_created_at or 0)
+    episode = ordered[0]  # not the newest file: its date alone never moves the series
+
+    async def state() -> tuple[dict[str, Any], dict[str, Any]]:
+        fields = "Etag,DateCreated,DateLastMediaAdded"
+        _, body = await _jf(
+            session,
+            sim,
+            "/Items",
+            token,
+            userId=user_id,
+            Ids=f"{episode.id},{show.id}",
+            Recursive="true",
+            Fields=fields,
+        )
+        rows = {i["Id"]: i for i in body["Items"]}
+        return rows[episode.id], rows[show.id]
+
+    def since(offset: float = 0) -> str:
+        moment = datetime.fromtimestamp(sim.clock.now() + offset, UTC)
+        return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    before_episode, before_series = await state()
+    sim.clock.advance(60)
+    mark = since(-1)
+    old_copy = int(sim.clock.now()) - 86_400 * 4000  # copied with its timestamps kept
+    sim.model.replace_file(episode.id, file_created_at=old_copy)
+    episode_row, series_row = await state()
+    assert episode_row["DateCreated"].startswith(
+        datetime.fromtimestamp(old_copy, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    )
+    assert episode_row["Etag"] != before_episode["Etag"]
+    assert series_row["Etag"] == before_series["Etag"]
+    delta = {"userId": user_id, "Recursive": "true", "MinDateLastSaved": mark}
+    _, changed = await _jf(session, sim, "/Items", token, **delta)
+    assert _ids(changed) == [episode.id]
+
+    sim.clock.advance(60)
+    sim.model.replace_file(episode.id)  # a fresh file: born now, the newest of the series
+    episode_row, series_row = await state()
+    assert episode_row["DateCreated"] == series_row["DateLastMediaAdded"]
+    assert abs(_epoch(episode_row["DateCreated"]) - sim.clock.now()) < 2
+    assert series_row["Etag"] != before_series["Etag"]
+
+    sim.clock.advance(60)
+    mark = since(-1)
+    saved_series = series_row["Etag"]
+    sim.model.edit_show(show.id, title="Renamed")
+    episode_after, series_after = await state()
+    assert series_after["Etag"] != saved_series
+    assert series_after["Name"] == "Renamed"
+    assert episode_after["Etag"] == episode_row["Etag"]  # the episodes were not saved
+    _, edited = await _jf(session, sim, "/Items", token, **{**delta, "MinDateLastSaved": mark})
+    assert _ids(edited) == [show.id]
+
+
+def _epoch(value: str) -> float:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+async def test_jellyfin_delta_with_seasons(
+    jellyfin_sim: JellyfinSimulator, session: aiohttp.ClientSession
+) -> None:
+    """The §9 step 2 delta (``Episode,Season``) finds a new season and its episode."""
+    sim = jellyfin_sim
+    token, user_id = await _login(session, sim)
+    show = _first_show(sim)
+    sim.clock.advance(60)
+    mark = datetime.fromtimestamp(sim.clock.now() - 1, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    episode = sim.model.add_episode(show.id, 3, 1)
+    _, body = await _jf(
+        session,
+        sim,
+        "/Items",
+        token,
+        userId=user_id,
+        IncludeItemTypes="Episode,Season",
+        Recursive="true",
+        ExcludeLocationTypes="Virtual",
+        MinDateLastSaved=mark,
+    )
+    assert [(i["Type"], i["Id"]) for i in body["Items"]] == [
+        ("Season", show.season_ids[3]),
+        ("Episode", episode.id),
+    ]
+
+
+async def test_jellyfin_both_delta_parameters_by_version(
+    session: aiohttp.ClientSession, socket_enabled: Any
+) -> None:
+    """Both names given: before 10.11 the ForUser value is the bound (both SQL clauses use
+    its placeholder, docs: jellyfin §4.4); from 10.11 both bounds apply."""
+    old, future = "2000-01-01T00:00:00Z", "2999-01-01T00:00:00Z"
+    for version, old_for_user, old_plain in (
+        ("10.8.13", 6, 0),
+        ("10.10.7", 6, 0),
+        ("10.11.7", 0, 0),
+        ("12.0.0", 0, 0),
+    ):
+        sim = JellyfinSimulator(version=version)
+        sim.model.generate(shows=1, seasons=2, episodes=3)
+        await sim.start()
+        try:
+            token, user_id = await _login(session, sim)
+            base = {"userId": user_id, "IncludeItemTypes": "Episode", "Recursive": "true"}
+            totals = []
+            for for_user, plain in ((old, future), (future, old)):
+                _, body = await _jf(
+                    session,
+                    sim,
+                    "/Items",
+                    token,
+                    **base,
+                    MinDateLastSavedForUser=for_user,
+                    MinDateLastSaved=plain,
+                )
+                totals.append(body["TotalRecordCount"])
+            assert totals == [old_for_user, old_plain], version
+        finally:
+            await sim.close()
+
+
+# -- Jellyfin: the real client against short pages and a skewed clock ----------------------
+
+
+async def test_jellyfin_client_with_a_server_page_cap(
+    session: aiohttp.ClientSession, socket_enabled: Any
+) -> None:
+    """Fewer items than asked (``page_cap``): the real client's full listing and delta
+    still get every item, in the pages the server really serves."""
+    sim = JellyfinSimulator(page_cap=7)
+    library = sim.model.generate(shows=9, seasons=2, episodes=2)
+    await sim.start()
+    try:
+        client = JellyfinClient(session, sim.url, device_id="c" * 32)
+        await client.login("alice", "secret")
+        shows = await client.shows(library.id)
+        assert sorted(s.id for s in shows) == sorted(library.shows)
+        episodes = episodes_of(await client.episodes(library.id))
+        assert sorted(e.id for e in episodes) == sorted(e.id for e in library.episodes())
+        pages = [
+            r
+            for r in sim.requests
+            if r.path == "/Items" and r.query.get("IncludeItemTypes") == "Episode"
+        ]
+        assert len(pages) == -(-36 // 7)
+        assert all(int(r.query["Limit"]) >= 7 for r in pages)
+
+        sim.clock.advance(600)
+        since = int(sim.clock.now()) - 1
+        show = next(iter(library.shows.values()))
+        added = [sim.model.add_episode(show.id, 3, n).id for n in range(1, 11)]
+        sim.clear_log()
+        changed = episodes_of(await client.changed_episodes([library.id], since))
+        assert sorted(e.id for e in changed) == sorted(added)
+        deltas = [r for r in sim.requests if "MinDateLastSaved" in r.query]
+        assert len(deltas) == -(-10 // 7)
+    finally:
+        await sim.close()
+
+
+@pytest.mark.parametrize("skew", [-86_400, 86_400])
+async def test_jellyfin_client_clock_follows_the_server(
+    session: aiohttp.ClientSession, socket_enabled: Any, skew: int
+) -> None:
+    """The client reads the server's clock from ``Date``; a delta cursor from it finds a
+    new episode that a cursor from Home Assistant's own clock misses (or over-fetches)."""
+    sim = JellyfinSimulator(clock=SimClock(offset=skew))
+    library = sim.model.generate(shows=2, seasons=1, episodes=3)
+    await sim.start()
+    try:
+        client = JellyfinClient(session, sim.url, device_id="c" * 32)
+        await client.login("alice", "secret")
+        client.reset_stats()
+        await client.libraries()
+        assert client.request_count == 1
+        assert client.server_clock is not None
+        assert abs(client.server_clock - sim.clock.now()) < 5
+        cursor = client.server_clock - 300
+        sim.clock.advance(60)
+        new = sim.model.add_episode(next(iter(library.shows)), 2, 1)
+        changed = episodes_of(await client.changed_episodes([library.id], cursor))
+        assert [e.id for e in changed] == [new.id]
+        by_our_clock = episodes_of(await client.changed_episodes([library.id], int(time.time())))
+        assert [e.id for e in by_our_clock] == ([] if skew < 0 else [new.id])
+    finally:
+        await sim.close()
+
+
+def test_generator_extras_are_opt_in_and_deterministic() -> None:
+    """``specials``/``unnumbered`` add season 0 and index-less episodes; off by default,
+    and the default library is the same with or without the parameters."""
+    clock = SimClock()
+
+    def build(**extras: int) -> SimLibraryModel:
+        counter = itertools.count(1)
+        model = SimLibraryModel(clock=clock, id_factory=lambda: f"{next(counter):08d}")
+        model.generate(shows=3, seasons=2, episodes=2, seed=4, **extras)
+        return model
+
+    def rows(model: SimLibraryModel) -> list[tuple[Any, ...]]:
+        return [(e.id, e.show_id, e.season, e.number, e.title) for e in model.all_episodes()]
+
+    assert rows(build()) == rows(build(specials=0, unnumbered=0))
+    extras = build(specials=2, unnumbered=1)
+    assert rows(extras) == rows(build(specials=2, unnumbered=1))
+    episodes = list(extras.all_episodes())
+    assert len(episodes) == 3 * (2 * 2 + 2 + 1)
+    assert sum(e.season == 0 for e in episodes) == 6
+    unnumbered = [e for e in episodes if e.number is None]
+    assert len(unnumbered) == 3
+    assert all(e.season == 1 for e in unnumbered)
+    assert len({e.guid for e in episodes}) == len(episodes)
+    assert all(
+        0 in show.season_ids for lib in extras.libraries.values() for show in lib.shows.values()
+    )

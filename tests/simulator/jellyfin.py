@@ -15,10 +15,12 @@ Implements the simulator checklist of the project's Jellyfin notes
    "starting up" (10.11+); ``/Items`` without ``userId``: 400 "userId is
    required" for an API key (10.9+) and for everyone on 10.8;
    ``/Items/Latest`` and ``/Shows/NextUp`` without a user: 404;
-5. API keys (``create_api_key``): no user, so ``RecursiveItemCount`` and
-   ``UserData`` only with ``userId``; ``/Shows/{id}/Episodes`` lists virtual
-   episodes unless ``isMissing=false`` (for users too while
-   ``display_missing_episodes``, the pessimistic default);
+5. API keys (``create_api_key``, the one set ``api_keys`` the HTTP routes and
+   the socket both read): no user, so ``RecursiveItemCount`` and
+   ``UserData`` only with ``userId``; ``/Shows/{id}/Episodes`` and
+   ``/Shows/{id}/Seasons`` list virtual items unless ``isMissing=false`` (in
+   any case; for users too while ``display_missing_episodes``, the
+   pessimistic default);
 6. wire format: 32-hex ids, 7-digit fractional ``Z`` dates, "0001-01-01…" for
    unset, case-insensitive query names and enum values, lists as commas or
    repeated names, PascalCase keys;
@@ -30,21 +32,28 @@ Implements the simulator checklist of the project's Jellyfin notes
    ChildCount, RecursiveItemCount, DateLastMediaAdded only when asked;
    DateLastSaved never;
 9. save model: a hidden DateLastSaved, NULL until the first refresh
-   (``first_refresh_delay``), set again on metadata edits, never on played
-   toggles; ``Etag`` = md5 of its ticks;
+   (``first_refresh_delay``), set again on metadata edits and file
+   replacements (``model.replace_file``, which also sets DateCreated again,
+   §4.1), never on played toggles; ``Etag`` = md5 of its ticks;
 10. delta filters: 10.11/12.0: both parameters mean DateLastSaved >= T (NULL
     excluded); 10.9/10.10: ``MinDateLastSaved`` alone answers 500 (the unbound
     SQL parameter of SqliteItemRepository, jellyfin/jellyfin#17542), on 10.8 it
-    finds nothing; the ForUser variant works everywhere;
+    finds nothing, and with both given the ForUser value is the bound (both
+    SQL clauses use its placeholder); the ForUser variant works everywhere;
 11. DateCreated is the file's birth time, chosen by the test;
 12. series: RecursiveItemCount (real episodes), UserData.UnplayedItemCount,
     ChildCount (seasons), DateLastMediaAdded; re-saved (new Etag) only when
-    DateLastMediaAdded moves;
-13. virtual episodes never count; ``/Shows/Upcoming`` includes them;
+    DateLastMediaAdded moves or the series itself is edited (``model.edit_show``);
+13. virtual episodes never count; ``ExcludeLocationTypes=Virtual``,
+    ``LocationTypes=…`` (ItemsController's IsVirtualItem rule) and
+    ``IsMissing=false`` drop them; ``/Shows/Upcoming`` includes them;
 14. deletion removes the row (no delta query reports it);
 15. the HTTP ``Date`` header follows the simulated clock (SimServer);
-16. routes ``/Users/{uid}/Views``, ``/UserViews`` (10.9+), ``/Items``,
-    ``/Users/{uid}/Items``, ``/Shows/{id}/Episodes``, ``/Shows/{id}/Seasons``,
+16. routes ``/Users/{uid}/Views``, ``/UserViews`` (10.9+), ``/Items`` and
+    ``/Users/{uid}/Items`` (series, seasons and episodes; direct children of
+    ``ParentId`` unless ``Recursive=true``, the libraries without a parent;
+    every kind without ``IncludeItemTypes``), ``/Shows/{id}/Episodes``
+    (``seasonId``/``season``), ``/Shows/{id}/Seasons`` (never paged),
     ``/Items/{id}/Images/Primary``, ``/Items/Latest`` (by DateCreated, grouped
     into series, played hidden), ``/Shows/NextUp``, ``/Shows/Upcoming``
     (PremiereDate from yesterday on); the ``/emby`` prefix up to 10.11, 404 on 12.0;
@@ -56,6 +65,7 @@ The websocket (item 17) is tests/simulator/jellyfin_push.py.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 import hashlib
 import itertools
@@ -75,6 +85,11 @@ PNG_1X1 = bytes.fromhex(
     "1f15c4890000000d49444154789c6360000002000154a24f5d0000000049454e44ae426082"
 )
 _TICKS_AT_EPOCH = 621_355_968_000_000_000
+#: What an ``/Items`` parent holds: series, (series, season number), (series, episode),
+#: each produced lazily (a series listing never walks 100,000 episodes).
+type _Selection = tuple[
+    Iterable[SimShow], Iterable[tuple[SimShow, int]], Iterable[tuple[SimShow, SimEpisode]]
+]
 
 
 def _date(epoch: float | None) -> str:
@@ -129,12 +144,20 @@ class JellyfinSimulator(SimServer):
         self.display_missing_episodes = True
         #: The user setting HidePlayedInLatest (Jellyfin's default: on).
         self.hide_played_in_latest = True
+        #: ``/Items`` with a library ``ParentId`` and ``IncludeItemTypes`` but
+        #: no ``Recursive=true``: the direct children only (default, the
+        #: released ItemsController), or recursive as HEAD does (docs:
+        #: jellyfin §2 "do not rely on that").
+        self.library_types_imply_recursive = False
         self._pending: list[tuple[float, SimEpisode]] = []
         #: The ``/socket`` websocket (tests/simulator/jellyfin_push.py).
         self.push = JellyfinPush(self)
         super().__init__(clock=clock, latency=latency)
         self.model = SimLibraryModel(
-            clock=self.clock, id_factory=self._new_id, on_change=self._on_change
+            clock=self.clock,
+            id_factory=self._new_id,
+            on_change=self._on_change,
+            before_change=self._before_change,
         )
         self.model.add_library(title="Movies", kind="movies")
         #: Series DateLastMediaAdded as last saved (the series row's own save).
@@ -162,7 +185,12 @@ class JellyfinSimulator(SimServer):
             item.saved_at = now
         # Played toggles are user data: they never save the series (§4.5).
         if kind != "watched" and (show := self.model.find_show(item.show_id)) is not None:
-            self._resave_series(show, item, added=kind == "episode_added")
+            self._resave_series(show)
+
+    def _before_change(self, kind: str, show: SimShow) -> None:
+        # Record the series' DateLastMediaAdded as it stands before the change
+        # (generated series have none recorded until then).
+        self._media_added(show)
 
     def _refresh_pending(self) -> None:
         now = self.clock.now()
@@ -182,17 +210,13 @@ class JellyfinSimulator(SimServer):
             self._series_media_added[show.id] = self._newest_file(show.real_episodes())
         return self._series_media_added[show.id]
 
-    def _resave_series(self, show: SimShow, changed: SimEpisode, *, added: bool) -> None:
-        """A series is saved again only when its DateLastMediaAdded moves (§4.6)."""
+    def _resave_series(self, show: SimShow) -> None:
+        """A series is saved again only when its DateLastMediaAdded moves (§4.6).
+
+        The value from before the change was recorded by ``_before_change``.
+        """
         latest = self._newest_file(show.real_episodes())
-        if show.id not in self._series_media_added:
-            # The first change since generation: record the value from before
-            # it (with a removed episode, without an added one).
-            before = [e for e in show.real_episodes() if e is not changed]
-            if not added and not changed.virtual:
-                before.append(changed)
-            self._series_media_added[show.id] = self._newest_file(before)
-        if self._series_media_added[show.id] != latest:
+        if self._media_added(show) != latest:
             self._series_media_added[show.id] = latest
             show.saved_at = self.clock.now()
 
@@ -350,7 +374,12 @@ class JellyfinSimulator(SimServer):
             return web.Response(status=404)
         if self._request_user(request, _query(request)) is None:
             return web.Response(status=404)  # an API key without userId: no such user
-        items = [
+        items = self._view_rows()
+        return web.json_response({"Items": items, "TotalRecordCount": len(items), "StartIndex": 0})
+
+    def _view_rows(self) -> list[dict[str, Any]]:
+        """The libraries as the user's root folder lists them (CollectionFolders)."""
+        return [
             {
                 "Name": library.title,
                 "ServerId": self.server_id,
@@ -367,11 +396,44 @@ class JellyfinSimulator(SimServer):
             }
             for library in self.model.libraries.values()
         ]
-        return web.json_response({"Items": items, "TotalRecordCount": len(items), "StartIndex": 0})
 
     # -- item listings ------------------------------------------------------------------------
 
+    def _delta_bound(self, q: dict[str, str]) -> float | web.Response | None:
+        """The ``DateLastSaved >= T`` bound of a delta query, or the answer that replaces it.
+
+        docs: jellyfin §4.4 and checklist 10. 10.11+ (EF Core): both names
+        mean ``DateLastSaved >= T``, so both given means both bounds. Before
+        (SqliteItemRepository 10.7.7-10.10.7) each branch emits the
+        placeholder ``@MinDateLastSavedForUser`` and the MinDateLastSaved one
+        binds ``@MinDateLastSaved``: with both given, both clauses read the
+        ForUser value (the other bind finds no placeholder); alone, the
+        placeholder stays unbound: an empty result on 10.8, a 500 on
+        10.9/10.10 (the likely outcomes, UNCONFIRMED; jellyfin/jellyfin#17542).
+        """
+        plain, for_user = q.get("mindatelastsaved"), q.get("mindatelastsavedforuser")
+        if self.version_tuple >= (10, 11):
+            bounds = [_parse_time(v) for v in (plain, for_user) if v is not None]
+            return max(bounds) if bounds else None
+        if for_user is not None:
+            return _parse_time(for_user)
+        if plain is None:
+            return None
+        if self.version_tuple < (10, 9):
+            return self._page(q, [])
+        return web.Response(status=500, text="Error processing request.")
+
     async def _items(self, request: web.Request) -> web.Response:
+        """``/Items`` and ``/Users/{uid}/Items`` (JF Jellyfin.Api/Controllers/ItemsController.cs).
+
+        Without ``Recursive=true`` a ``ParentId`` gives its direct children
+        only (a library: its series; a series: its seasons; a season: its
+        episodes), and no ``ParentId`` gives the user's root folder, whose
+        children are the libraries, whatever ``IncludeItemTypes`` says
+        (``folder.GetChildren``, unpaged). ``Ids`` without a parent finds
+        items anywhere. Without ``IncludeItemTypes`` every kind is listed.
+        docs: jellyfin §2 "Recursive=true: Always send it".
+        """
         if (refused := self._gate(request)) is not None:
             return refused
         self._refresh_pending()
@@ -382,25 +444,28 @@ class JellyfinSimulator(SimServer):
             return web.Response(status=400, text="userId is required")
         user = self._request_user(request, q)
         user_data = user is not None and q.get("enableuserdata", "true").lower() != "false"
-        types = _csv(q, "includeitemtypes")
-        fields = _csv(q, "fields")
+        since = self._delta_bound(q)
+        if isinstance(since, web.Response):
+            return since
         parent = q.get("parentid")
-        since_key = next(
-            (k for k in ("mindatelastsaved", "mindatelastsavedforuser") if k in q), None
-        )
+        ids = _csv(q, "ids")
+        types = _csv(q, "includeitemtypes")
+        recursive = q.get("recursive", "").lower() == "true"
         if (
-            since_key == "mindatelastsaved"
-            and "mindatelastsavedforuser" not in q
-            and self.version_tuple < (10, 11)
+            not recursive
+            and self.library_types_imply_recursive
+            and types
+            and parent in self.model.libraries
         ):
-            if self.version_tuple < (10, 9):
-                # 10.8: the unbound parameter matches nothing (docs: jellyfin §4.4).
-                return self._page(q, [])
-            # The unbound SQL parameter of 10.9/10.10 (jellyfin/jellyfin#17542).
-            return web.Response(status=500, text="Error processing request.")
-        since = _parse_time(q[since_key]) if since_key else None
-        ids = set(q.get("ids", "").split(",")) - {""}
-        if parent and parent not in self.model.libraries and self.model.find_show(parent) is None:
+            recursive = True
+        if parent is None and not recursive and not ids:
+            # The root folder's children, unfiltered and unpaged (folder.GetChildren).
+            views = self._view_rows()
+            start = int(q.get("startindex", "0"))
+            return web.json_response(
+                {"Items": views, "TotalRecordCount": len(views), "StartIndex": start}
+            )
+        if parent is not None and not self._known_parent(parent):
             return web.Response(status=404)
         key = (
             *sorted(
@@ -409,53 +474,115 @@ class JellyfinSimulator(SimServer):
                 if k not in ("startindex", "limit", "enabletotalrecordcount")
             ),
             ("@user_data", str(user_data)),
+            ("@recursive", str(recursive)),
         )
         rows = self.cached(
-            key, lambda: self._item_rows(q, types, fields, parent, since, ids, user_data)
+            key, lambda: self._item_rows(q, parent, recursive, since, ids, types, user_data)
         )
         return self._page(q, rows)
+
+    def _known_parent(self, parent: str) -> bool:
+        return (
+            parent in self.model.libraries
+            or self.model.find_show(parent) is not None
+            or self.model.find_season(parent) is not None
+        )
+
+    def _select(self, parent: str | None, *, recursive: bool) -> _Selection | None:
+        """Series, seasons and episodes under ``parent`` (None: the whole server).
+
+        All descendants with ``recursive``, else the direct children only;
+        None for an unknown parent.
+        """
+        if parent is None or parent in self.model.libraries:
+            libraries = (
+                list(self.model.libraries.values())
+                if parent is None
+                else [self.model.libraries[parent]]
+            )
+            shows = [s for lib in libraries for s in lib.shows.values()]
+            if not recursive and parent is not None:
+                return shows, (), ()
+            return (
+                shows,
+                ((s, n) for s in shows for n in sorted(s.season_ids)),
+                ((s, e) for s in shows for e in s.episodes.values()),
+            )
+        if (show := self.model.find_show(parent)) is not None:
+            return (
+                (),
+                ((show, n) for n in sorted(show.season_ids)),
+                # A series' own children: its seasons, and episodes that have none.
+                ((show, e) for e in show.episodes.values() if recursive or e.season is None),
+            )
+        if (found := self.model.find_season(parent)) is not None:
+            show, number = found
+            return (), (), ((show, e) for e in show.episodes.values() if e.season == number)
+        return None
 
     def _item_rows(
         self,
         q: dict[str, str],
-        types: set[str],
-        fields: set[str],
         parent: str | None,
+        recursive: bool,
         since: float | None,
         ids: set[str],
+        types: set[str],
         user_data: bool,
     ) -> list[dict[str, Any]]:
         """Every row an ``/Items`` query selects, before paging."""
-        libraries = (
-            [self.model.libraries[parent]]
-            if parent in self.model.libraries
-            else ([] if parent else list(self.model.libraries.values()))
-        )
+        # A parent given with Ids is still a parent filter: the Ids path of
+        # ItemsController keeps ParentId (direct children unless recursive).
+        selected = self._select(parent, recursive=recursive or parent is None)
+        assert selected is not None
+        shows, seasons, episodes = selected
+        fields = _csv(q, "fields")
+        wants_virtual = _virtual_filter(q)
+
+        def keep(item_id: str, saved_at: float | None, virtual: bool) -> bool:
+            if ids and item_id not in ids:
+                return False
+            if since is not None and (saved_at is None or saved_at < since):
+                return False
+            return all(want is None or virtual == want for want in wants_virtual)
+
         rows: list[dict[str, Any]] = []
-        shows = (
-            [self.model.show(parent)]
-            if parent and self.model.find_show(parent)
-            else [s for lib in libraries for s in lib.shows.values()]
-        )
-        if "series" in types:
-            for show in shows:
-                if since is None or (show.saved_at is not None and show.saved_at >= since):
-                    rows.append(self._series_row(show, fields, user_data))
-        if "episode" in types:
-            exclude_virtual = (
-                "virtual" in q.get("excludelocationtypes", "").lower()
-                or q.get("ismissing") == "false"
+        if not types or "series" in types:
+            rows.extend(
+                self._series_row(show, fields, user_data)
+                for show in shows
+                if keep(show.id, show.saved_at, virtual=False)
             )
-            for show in shows:
-                for episode in show.episodes.values():
-                    if episode.virtual and exclude_virtual:
-                        continue
-                    if since is not None and (episode.saved_at is None or episode.saved_at < since):
-                        continue
-                    if ids and episode.id not in ids:
-                        continue
-                    rows.append(self._episode_row(show, episode, fields, user_data))
+        if not types or "season" in types:
+            rows.extend(
+                self._season_row(show, number, fields, user_data)
+                for show, number in seasons
+                if keep(
+                    show.season_ids[number],
+                    show.season_saved_at.get(number),
+                    virtual=_season_is_virtual(show, number),
+                )
+            )
+        if not types or "episode" in types:
+            rows.extend(
+                self._episode_row(show, episode, fields, user_data)
+                for show, episode in episodes
+                if keep(episode.id, episode.saved_at, virtual=episode.virtual)
+            )
         return rows
+
+    def _lists_missing(self, request: web.Request, q: dict[str, str], virtual: bool) -> bool:
+        """Whether ``/Shows/{id}/Episodes`` or ``/Seasons`` lists a (virtual?) item.
+
+        ``isMissing=true``/``false`` keeps only missing / only real items (any
+        case: ASP.NET binds booleans case-insensitively). Without it,
+        placeholders come back for API keys and for users with
+        DisplayMissingEpisodes (TvShowsController; docs: jellyfin §2, §10 item 5).
+        """
+        missing = q.get("ismissing", "").lower()
+        if missing in ("true", "false"):
+            return virtual == (missing == "true")
+        return not virtual or self._is_api_key(request) or self.display_missing_episodes
 
     async def _show_episodes(self, request: web.Request) -> web.Response:
         if (refused := self._gate(request)) is not None:
@@ -465,41 +592,50 @@ class JellyfinSimulator(SimServer):
             return web.Response(status=404)
         q = _query(request)
         fields = _csv(q, "fields")
-        season_id = q.get("seasonid")
-        user_data = self._request_user(request, q) is not None
-        # Placeholders come back for API keys and users with DisplayMissingEpisodes
-        # unless isMissing=false (TvShowsController.GetEpisodes).
-        missing = q.get("ismissing", "").lower() != "false" and (
-            self._is_api_key(request) or self.display_missing_episodes
+        season: int | None = None
+        if (season_id := q.get("seasonid")) is not None:
+            found = self.model.find_season(season_id)
+            if found is None:
+                return web.Response(status=404, text=f"No season exists with Id {season_id}")
+            show, season = found
+        elif "season" in q:
+            season = int(q["season"])
+        user_data = (
+            self._request_user(request, q) is not None
+            and q.get("enableuserdata", "true").lower() != "false"
         )
         rows = [
             self._episode_row(show, e, fields, user_data)
             for e in show.episodes.values()
-            if (missing or not e.virtual)
-            and (season_id is None or show.season_ids.get(e.season or 0) == season_id)
+            if self._lists_missing(request, q, e.virtual) and (season is None or e.season == season)
         ]
         return self._page(q, rows)
 
     async def _seasons(self, request: web.Request) -> web.Response:
+        """``/Shows/{id}/Seasons``: ``userId``, ``isMissing``, ``isSpecialSeason``, ``Fields``.
+
+        The route takes no ``StartIndex``/``Limit`` (TvShowsController.GetSeasons):
+        the whole list comes back whatever paging is asked, ``StartIndex`` 0.
+        """
         if (refused := self._gate(request)) is not None:
             return refused
         show = self.model.find_show(request.match_info["sid"])
         if show is None:
             return web.Response(status=404)
+        q = _query(request)
+        fields = _csv(q, "fields")
+        user_data = (
+            self._request_user(request, q) is not None
+            and q.get("enableuserdata", "true").lower() != "false"
+        )
+        special = q.get("isspecialseason", "").lower()
         rows = [
-            {
-                "Name": f"Season {number}",
-                "Id": season_id,
-                "ServerId": self.server_id,
-                "Type": "Season",
-                "IsFolder": True,
-                "IndexNumber": number,
-                "SeriesId": show.id,
-                "SeriesName": show.title,
-            }
-            for number, season_id in sorted(show.season_ids.items())
+            self._season_row(show, number, fields, user_data)
+            for number in sorted(show.season_ids)
+            if self._lists_missing(request, q, _season_is_virtual(show, number))
+            and (special not in ("true", "false") or (number == 0) == (special == "true"))
         ]
-        return self._page({}, rows)
+        return web.json_response({"Items": rows, "TotalRecordCount": len(rows), "StartIndex": 0})
 
     async def _primary_image(self, request: web.Request) -> web.Response:
         # Real servers serve images anonymously; the simulator asks for the
@@ -666,6 +802,45 @@ class JellyfinSimulator(SimServer):
             row["Overview"] = f"The story of {show.title}."
         return row
 
+    def _season_row(
+        self, show: SimShow, number: int, fields: set[str], user_data: bool
+    ) -> dict[str, Any]:
+        """A Season: user data with a user, counts and Etag when asked (docs: jellyfin §3)."""
+        episodes = [e for e in show.episodes.values() if e.season == number]
+        real = [e for e in episodes if not e.virtual and e.deleted_at is None]
+        saved_at = show.season_saved_at.get(number)
+        row: dict[str, Any] = {
+            "Name": "Specials" if number == 0 else f"Season {number}",
+            "ServerId": self.server_id,
+            "Id": show.season_ids[number],
+            "IsFolder": True,
+            "Type": "Season",
+            "IndexNumber": number,
+            "SeriesId": show.id,
+            "SeriesName": show.title,
+            "LocationType": "Virtual" if _season_is_virtual(show, number) else "FileSystem",
+        }
+        if user_data:
+            row["UserData"] = {
+                "UnplayedItemCount": sum(1 for e in real if not e.watched),
+                "PlayCount": 0,
+                "Played": all(e.watched for e in real) and bool(real),
+                "Key": f"{show.id}{number:03d}",
+            }
+        if "recursiveitemcount" in fields and user_data:
+            row["RecursiveItemCount"] = len(real)
+        if "childcount" in fields:
+            row["ChildCount"] = len(episodes)
+        if "etag" in fields:
+            row["Etag"] = _etag(saved_at)
+        if "datecreated" in fields:
+            row["DateCreated"] = _date(saved_at)
+        if "parentid" in fields:
+            row["ParentId"] = show.id
+        if "path" in fields:
+            row["Path"] = f"/media/tv/{show.title}/Season {number:02d}"
+        return row
+
     def _episode_row(
         self, show: SimShow, episode: SimEpisode, fields: set[str], user_data: bool = True
     ) -> dict[str, Any]:
@@ -707,7 +882,7 @@ class JellyfinSimulator(SimServer):
         if "etag" in fields:
             row["Etag"] = _etag(episode.saved_at)
         if "parentid" in fields:
-            row["ParentId"] = season_id
+            row["ParentId"] = season_id or show.id
         if "path" in fields:
             row["Path"] = f"/media/tv/{show.title}/S{episode.season or 0:02d}/{episode.id}.mkv"
         if "providerids" in fields:
@@ -715,6 +890,32 @@ class JellyfinSimulator(SimServer):
         if "overview" in fields:
             row["Overview"] = f"An episode of {show.title}."
         return row
+
+
+def _season_is_virtual(show: SimShow, number: int) -> bool:
+    """A season holding only missing (virtual) episodes is itself a placeholder."""
+    episodes = [e for e in show.episodes.values() if e.season == number]
+    return bool(episodes) and all(e.virtual for e in episodes)
+
+
+def _virtual_filter(q: dict[str, str]) -> tuple[bool | None, bool | None]:
+    """What ``/Items`` requires of ``IsVirtualItem``: (location filter, ``IsMissing``).
+
+    ItemsController: ``ExcludeLocationTypes`` with ``Virtual`` means real
+    items only; then ``LocationTypes`` with 1-3 values means virtual items
+    exactly when it names ``Virtual`` (so ``FileSystem,Remote,Offline`` drops
+    the placeholders, and ``FileSystem,Virtual`` keeps only them), all four
+    filter nothing. ``IsMissing=true/false`` (any case) keeps only missing /
+    only real items. docs: jellyfin §2 (``ExcludeLocationTypes`` row), §10 item 13.
+    """
+    location: bool | None = None
+    if "virtual" in _csv(q, "excludelocationtypes"):
+        location = False
+    wanted = _csv(q, "locationtypes")
+    if 0 < len(wanted) < 4:
+        location = "virtual" in wanted
+    missing = {"true": True, "false": False}.get(q.get("ismissing", "").lower())
+    return location, missing
 
 
 def _query(request: web.Request) -> dict[str, str]:

@@ -7,7 +7,14 @@ in) and never reused, as on real servers. The generator is seeded, so a given
 
 Mutations go through ``SimLibraryModel`` so each server can hook its own
 bookkeeping (Plex's ``contentChangedAt`` counter, Jellyfin's ``DateLastSaved``)
-into ``on_change``.
+into ``on_change`` (after the change) and ``before_change`` (before it, with
+the show about to change: Jellyfin records the series' DateLastMediaAdded as
+it was).
+
+A season exists while it holds an episode: the last one removed takes it
+along, so ``childCount``/``ChildCount`` and the season listings follow
+(docs: plex §10 "childCount ... always recomputed", jellyfin §10 item 12).
+Its id is never reused; a season that comes back gets a new one.
 """
 
 from __future__ import annotations
@@ -111,6 +118,8 @@ class SimShow:
     updated_at: int
     saved_at: float | None = None
     season_ids: dict[int, str] = field(default_factory=dict)
+    #: Jellyfin's hidden DateLastSaved of each season row (set when it is created).
+    season_saved_at: dict[int, float] = field(default_factory=dict)
     episodes: dict[str, SimEpisode] = field(default_factory=dict)
 
     def real_episodes(self) -> list[SimEpisode]:
@@ -144,11 +153,17 @@ class SimLibraryModel:
         clock: SimClock,
         id_factory: Callable[[], str],
         on_change: Callable[[str, str, SimEpisode | SimShow | None], None] | None = None,
+        before_change: Callable[[str, SimShow], None] | None = None,
     ) -> None:
-        """Create an empty model; ``on_change(kind, library_id, item)`` hooks servers in."""
+        """Create an empty model; ``on_change(kind, library_id, item)`` hooks servers in.
+
+        ``before_change(kind, show)`` runs before a mutation of one show's
+        episodes or of the show itself, ``on_change`` after every mutation.
+        """
         self.clock = clock
         self.new_id = id_factory
         self.on_change = on_change or (lambda kind, library_id, item: None)
+        self.before_change = before_change or (lambda kind, show: None)
         self.libraries: dict[str, SimLibrary] = {}
         self._episode_index: dict[str, SimEpisode] = {}
         self._show_index: dict[str, SimShow] = {}
@@ -164,8 +179,18 @@ class SimLibraryModel:
         seasons: int = 2,
         episodes: int = 5,
         seed: int = 1,
+        specials: int = 0,
+        unnumbered: int = 0,
     ) -> SimLibrary:
-        """Add a TV library of ``shows x seasons x episodes``, deterministically."""
+        """Add a TV library of ``shows x seasons x episodes``, deterministically.
+
+        ``specials`` adds that many episodes per show in season 0 (Plex's
+        "Specials", docs: plex §5), ``unnumbered`` that many episodes per show
+        in season 1 with no episode number (no ``index``/``IndexNumber``,
+        docs: plex §10 "some episodes with no index"). Both default to 0: the
+        tests count on ``shows x seasons x episodes`` rows. With both 0 the
+        library is the same as before they existed (same titles, same ids).
+        """
         rng = random.Random(seed)
         library = self.add_library(title=title, library_id=library_id)
         now = int(self.clock.now())
@@ -183,6 +208,24 @@ class SimLibraryModel:
                         added_at=added + season * 86_400 + number * 60,
                         notify=False,
                     )
+            for number in range(1, specials + 1):
+                self.add_episode(
+                    show.id,
+                    0,
+                    number,
+                    title=f"Special {rng.choice(_WORDS)}",
+                    added_at=added + number * 60 + 30,
+                    notify=False,
+                )
+            for extra in range(unnumbered):
+                self.add_episode(
+                    show.id,
+                    1,
+                    None,
+                    title=f"Untold {rng.choice(_WORDS)} {extra + 1}",
+                    added_at=added + 86_400 + 3_600 + extra * 60,
+                    notify=False,
+                )
         return library
 
     def add_library(
@@ -225,6 +268,28 @@ class SimLibraryModel:
         """Every episode on the server."""
         return iter(self._episode_index.values())
 
+    def find_season(self, season_id: str) -> tuple[SimShow, int] | None:
+        """The show and season number of a season id, or None."""
+        for show in self._show_index.values():
+            for number, known in show.season_ids.items():
+                if known == season_id:
+                    return show, number
+        return None
+
+    def _ensure_season(self, show: SimShow, season: int | None, saved_at: float) -> None:
+        """Create the season row an episode goes into, with a fresh id if it is new."""
+        if season is not None and season not in show.season_ids:
+            show.season_ids[season] = self.new_id()
+            show.season_saved_at[season] = saved_at
+
+    def _prune_season(self, show: SimShow, season: int | None) -> None:
+        """Drop a season left without episodes (its id is never handed out again)."""
+        if season is None or season not in show.season_ids:
+            return
+        if not any(e.season == season for e in show.episodes.values()):
+            del show.season_ids[season]
+            show.season_saved_at.pop(season, None)
+
     # -- mutations --------------------------------------------------------
 
     def add_show(
@@ -262,10 +327,11 @@ class SimLibraryModel:
     ) -> SimEpisode:
         """Add an episode; ``added_at`` defaults to the server's now."""
         show = self._show_index[show_id]
+        if notify:
+            self.before_change("episode_added", show)
         now = int(self.clock.now())
         added = added_at if added_at is not None else now
-        if season is not None and season not in show.season_ids:
-            show.season_ids[season] = self.new_id()
+        self._ensure_season(show, season, self.clock.now() if notify else float(added))
         episode = SimEpisode(
             id=self.new_id(),
             show_id=show_id,
@@ -282,6 +348,8 @@ class SimLibraryModel:
             virtual=virtual,
             guid=f"sim://episode/{show_id}/{season}/{number}",
         )
+        if number is None:  # no number to tell two such episodes apart: the id does
+            episode.guid = f"sim://episode/{show_id}/{season}/{episode.id}"
         show.episodes[episode.id] = episode
         self._episode_index[episode.id] = episode
         if notify:
@@ -289,11 +357,15 @@ class SimLibraryModel:
         return episode
 
     def remove_episode(self, episode_id: str) -> SimEpisode:
-        """Delete an episode from the server."""
+        """Delete an episode from the server (and its season, if it was the last one)."""
+        show = self._show_index[self._episode_index[episode_id].show_id]
+        self.before_change("episode_removed", show)
         episode = self._episode_index.pop(episode_id)
-        show = self._show_index[episode.show_id]
         del show.episodes[episode_id]
+        # The hooks still see the season (Jellyfin's push names it in
+        # FoldersRemovedFrom); it goes right after.
         self.on_change("episode_removed", show.library_id, episode)
+        self._prune_season(show, episode.season)
         return episode
 
     def restore_episode(self, episode: SimEpisode) -> SimEpisode:
@@ -306,6 +378,8 @@ class SimLibraryModel:
         """
         now = self.clock.now()
         show = self._show_index[episode.show_id]
+        self.before_change("episode_added", show)
+        self._ensure_season(show, episode.season, now)
         episode.deleted_at = None
         episode.updated_at = int(now)
         episode.saved_at = now
@@ -317,8 +391,10 @@ class SimLibraryModel:
     def trash_episode(self, episode_id: str) -> SimEpisode:
         """The episode's file vanished but the server keeps the item (Plex trash)."""
         episode = self._episode_index[episode_id]
+        show = self._show_index[episode.show_id]
+        self.before_change("episode_trashed", show)
         episode.deleted_at = int(self.clock.now())
-        self.on_change("episode_trashed", self._show_index[episode.show_id].library_id, episode)
+        self.on_change("episode_trashed", show.library_id, episode)
         return episode
 
     def empty_trash(self, library_id: str) -> list[SimEpisode]:
@@ -329,11 +405,53 @@ class SimLibraryModel:
     def rename_episode(self, episode_id: str, title: str) -> SimEpisode:
         """Edit an episode's title (a metadata edit: updatedAt/DateLastSaved move)."""
         episode = self._episode_index[episode_id]
+        show = self._show_index[episode.show_id]
+        self.before_change("episode_updated", show)
         episode.title = title
         episode.updated_at = int(self.clock.now())
         episode.saved_at = self.clock.now()
-        self.on_change("episode_updated", self._show_index[episode.show_id].library_id, episode)
+        self.on_change("episode_updated", show.library_id, episode)
         return episode
+
+    def replace_file(self, episode_id: str, *, file_created_at: int | None = None) -> SimEpisode:
+        """The episode's file is replaced (a new encode, a repair): same item, new file.
+
+        The file's mtime changes, so the next refresh re-reads it: Jellyfin
+        sets DateCreated again from the file's creation time
+        (``UseFileCreationTimeForDateAdded``, docs: jellyfin §4.1), which is
+        ``file_created_at`` (default: now, a file born today; pass an old
+        time for a file copied with its timestamps kept), and saves the row
+        (DateLastSaved/Etag move, §4.2, checklist 9). The series is saved
+        again only if its DateLastMediaAdded moves (§4.6). Plex keeps the
+        item and its ``addedAt``; ``updatedAt`` moves with the refresh.
+        """
+        episode = self._episode_index[episode_id]
+        show = self._show_index[episode.show_id]
+        self.before_change("episode_updated", show)
+        now = self.clock.now()
+        episode.file_created_at = file_created_at if file_created_at is not None else int(now)
+        episode.updated_at = int(now)
+        episode.saved_at = now
+        self.on_change("episode_updated", show.library_id, episode)
+        return episode
+
+    def edit_show(self, show_id: str, *, title: str | None = None) -> SimShow:
+        """Edit the show's own metadata (title; a re-identify or new artwork alike).
+
+        Jellyfin saves the series row: DateLastSaved and Etag move (docs:
+        jellyfin §4.2, §4.3, checklist 12 "or the series itself is edited").
+        Plex: the show's ``updatedAt`` follows its own metadata (docs: plex §5)
+        and the section's ``contentChangedAt`` moves.
+        """
+        show = self._show_index[show_id]
+        self.before_change("show_updated", show)
+        if title is not None:
+            show.title = title
+        now = self.clock.now()
+        show.updated_at = int(now)
+        show.saved_at = now
+        self.on_change("show_updated", show.library_id, show)
+        return show
 
     def rekey_episode(self, episode_id: str) -> SimEpisode:
         """Re-match: the episode vanishes and comes back under a new id (same guid)."""
