@@ -9,7 +9,7 @@ tests/test_push.py, but for the API keys' socket and the upgrade's Date here.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 import itertools
@@ -36,7 +36,7 @@ from tests.helpers import (
 )
 from tests.simulator.common import Fault
 from tests.simulator.jellyfin import JellyfinSimulator
-from tests.simulator.library import SimClock, SimLibraryModel, SimShow
+from tests.simulator.library import SimClock, SimEpisode, SimLibraryModel, SimShow
 from tests.simulator.plex import NOT_FOUND_HTML, UNAUTHORIZED_HTML, PlexSimulator
 
 JSON = {"Accept": "application/json"}
@@ -1541,3 +1541,161 @@ def test_generator_extras_are_opt_in_and_deterministic() -> None:
     assert all(
         0 in show.season_ids for lib in extras.libraries.values() for show in lib.shows.values()
     )
+
+
+# -- Plex: auth before routing, operators, recomputed seasons ----------------------------------
+
+
+async def test_plex_unknown_paths_need_the_token_first(
+    plex_sim: PlexSimulator, session: aiohttp.ClientSession
+) -> None:
+    """Auth comes before routing: an unknown path is a 401 (HTML) without the token,
+    whatever the method or Accept; with it, the HTML 404."""
+    for method, path in (("GET", "/no/such/path"), ("POST", "/library/sections"), ("GET", "/x")):
+        for headers in (JSON, {"Accept": "*/*"}, {**JSON, "X-Plex-Token": "wrong"}):
+            async with session.request(method, plex_sim.url + path, headers=headers) as reply:
+                assert (reply.status, reply.content_type) == (401, "text/html"), (method, path)
+                assert await reply.text() == UNAUTHORIZED_HTML
+        async with session.request(
+            method, plex_sim.url + path, headers=_plex_headers(plex_sim)
+        ) as reply:
+            assert reply.status == 404
+            assert await reply.text() == NOT_FOUND_HTML
+    async with session.get(plex_sim.url + "/identity", headers=JSON) as reply:
+        assert reply.status == 200
+
+
+async def test_plex_integer_and_string_operators(
+    plex_sim: PlexSimulator, session: aiohttp.ClientSession
+) -> None:
+    """Integers: strict ``>>=``/``<<=``, inclusive ``>=``/``<=``, ``!=``; strings: contains,
+    ``==``, ``!==``, begins (``<=``) and ends (``>=``) with, raw or encoded (DESC §Operators)."""
+    path = f"/library/sections/{_section(plex_sim)}/all?type=4"
+    episodes = [e for e in plex_sim.model.all_episodes() if not e.virtual]
+
+    async def keys(query: str) -> set[str]:
+        status, container = await _plex(session, plex_sim, path + query, raw=True)
+        assert status == 200, query
+        return {r["ratingKey"] for r in container.get("Metadata", [])}
+
+    def where(test: Callable[[SimEpisode], bool]) -> set[str]:
+        return {e.id for e in episodes if test(e)}
+
+    assert await keys("&index>=3") == where(lambda e: (e.number or 0) >= 3)
+    assert await keys("&index%3E=3") == where(lambda e: (e.number or 0) >= 3)
+    assert await keys("&index<=2") == where(lambda e: e.number is not None and e.number <= 2)
+    assert await keys("&index>>=3") == where(lambda e: (e.number or 0) > 3)
+    assert await keys("&index<<=3") == where(lambda e: e.number is not None and e.number < 3)
+    assert await keys("&index!=1,2") == where(lambda e: e.number not in (None, 1, 2))
+    assert await keys("&parentIndex>=2&index<=1") == where(
+        lambda e: e.season == 2 and e.number == 1
+    )
+
+    # No generated title has this word (they are made of library._WORDS).
+    target = plex_sim.model.rename_episode(episodes[0].id, "Lighthouse Keeper")
+    other = plex_sim.model.rename_episode(episodes[1].id, "The Old Lighthouse")
+    assert await keys("&title=lighthouse") == {target.id, other.id}  # contains, any case
+    assert await keys("&title==Lighthouse%20Keeper") == {target.id}
+    assert await keys("&title%3D=Lighthouse%20Keeper") == {target.id}  # plexapi's encoding
+    assert await keys("&title==Lighthouse") == set()
+    assert await keys("&title<=Lighthouse") == {target.id}  # begins with
+    assert await keys("&title>=Lighthouse") == {other.id}  # ends with
+    assert await keys("&title!=lighthouse") == where(lambda e: e.id not in (target.id, other.id))
+    assert await keys("&title!==Lighthouse%20Keeper") == where(lambda e: e.id != target.id)
+    for bad in ("&title>>=a", "&index==3", "&trash>=1", "&addedAt==5", "&index>=x"):
+        assert (await _plex(session, plex_sim, path + bad, raw=True))[0] == 400, bad
+
+
+async def test_plex_date_equality_operators(
+    plex_sim: PlexSimulator, session: aiohttp.ClientSession
+) -> None:
+    """``=``/``!=`` on a date compare the epoch value; relative values work for them too."""
+    path = f"/library/sections/{_section(plex_sim)}/all?type=4"
+    episode = next(iter(_first_show(plex_sim).episodes.values()))
+    stamp = episode.added_at
+    same = {e.id for e in plex_sim.model.all_episodes() if e.added_at == stamp}
+    _, equal = await _plex(session, plex_sim, f"{path}&addedAt={stamp}", raw=True)
+    assert {r["ratingKey"] for r in equal["Metadata"]} == same
+    _, other = await _plex(session, plex_sim, f"{path}&addedAt!={stamp}", raw=True)
+    assert other["size"] == 100 - len(same)
+    # A date the row lacks matches nothing, ``!=`` included (lastViewedAt: nothing watched).
+    _, unwatched = await _plex(session, plex_sim, f"{path}&lastViewedAt!=1", raw=True)
+    assert unwatched["size"] == 0
+    plex_sim.clock.advance(3600)
+    fresh = plex_sim.model.add_episode(_first_show(plex_sim).id, 3, 1)
+    _, ahead = await _plex(session, plex_sim, f"{path}&addedAt<<=%2B60", raw=True)  # +60 s
+    assert fresh.id in {r["ratingKey"] for r in ahead["Metadata"]}
+
+
+async def test_plex_emptied_season_leaves_child_count_and_listings(
+    plex_sim: PlexSimulator, session: aiohttp.ClientSession
+) -> None:
+    """The last episode of a season removed: ``childCount`` drops, ``type=3`` and
+    ``/children`` stop listing it; a season that comes back gets a new key."""
+    section = _section(plex_sim)
+    show = _first_show(plex_sim)
+    plex_sim.model.add_episode(show.id, 0, 1, title="Special")  # Specials count too
+
+    async def show_row() -> dict[str, Any]:
+        _, shows = await _plex(session, plex_sim, f"/library/sections/{section}/all?type=2")
+        return dict(next(r for r in shows["Metadata"] if r["ratingKey"] == show.id))
+
+    async def season_keys() -> list[str]:
+        _, seasons = await _plex(session, plex_sim, f"/library/sections/{section}/all?type=3")
+        return [r["ratingKey"] for r in seasons["Metadata"] if r["parentRatingKey"] == show.id]
+
+    assert (await show_row())["childCount"] == 3
+    _, children = await _plex(session, plex_sim, f"/library/metadata/{show.id}/children")
+    assert [r["title"] for r in children["Metadata"]] == ["Specials", "Season 1", "Season 2"]
+    old_key = show.season_ids[2]
+    assert old_key in await season_keys()
+    for episode in [e for e in show.episodes.values() if e.season == 2]:
+        plex_sim.model.remove_episode(episode.id)
+    assert (await show_row())["childCount"] == 2
+    assert old_key not in await season_keys()
+    _, children = await _plex(session, plex_sim, f"/library/metadata/{show.id}/children")
+    assert [r["index"] for r in children["Metadata"]] == [0, 1]
+    assert (await _plex(session, plex_sim, f"/library/metadata/{old_key}/children"))[0] == 404
+
+    back = plex_sim.model.add_episode(show.id, 2, 1)
+    assert show.season_ids[2] != old_key
+    assert (await show_row())["childCount"] == 3
+    _, listed = await _plex(session, plex_sim, f"/library/metadata/{back.id}")
+    assert listed["Metadata"][0]["parentRatingKey"] == show.season_ids[2]
+    # A trashed episode is still listed, so its season stays.
+    plex_sim.auto_empty_trash = False
+    plex_sim.delete_file(back.id)
+    assert (await show_row())["childCount"] == 3
+
+
+async def test_plex_show_edit_and_file_replacement(
+    plex_sim: PlexSimulator, session: aiohttp.ClientSession
+) -> None:
+    """Editing the show moves its ``updatedAt`` and ``contentChangedAt``; a replaced file keeps
+    the episode's key and ``addedAt`` and moves its ``updatedAt``."""
+    section = _section(plex_sim)
+    show = _first_show(plex_sim)
+    episode = next(iter(show.episodes.values()))
+
+    async def marker() -> int:
+        _, container = await _plex(session, plex_sim, "/library/sections")
+        return int(
+            next(d for d in container["Directory"] if d["key"] == section)["contentChangedAt"]
+        )
+
+    start = await marker()
+    plex_sim.clock.advance(3600)
+    plex_sim.model.edit_show(show.id, title="Retitled")
+    _, shows = await _plex(session, plex_sim, f"/library/sections/{section}/all?type=2")
+    row = next(r for r in shows["Metadata"] if r["ratingKey"] == show.id)
+    assert row["title"] == "Retitled"
+    assert abs(row["updatedAt"] - plex_sim.clock.now()) < 5
+    assert await marker() > start
+
+    added = episode.added_at
+    plex_sim.clock.advance(60)
+    plex_sim.model.replace_file(episode.id)
+    _, item = await _plex(session, plex_sim, f"/library/metadata/{episode.id}")
+    replaced = item["Metadata"][0]
+    assert replaced["addedAt"] == added
+    assert abs(replaced["updatedAt"] - plex_sim.clock.now()) < 5

@@ -8,7 +8,8 @@ Implements the simulator checklist of the project's Plex notes (docs/plex-api.md
   header or ``?X-Plex-Token=`` (DESC §Headers; bstascavage/plexReport#48);
 - content negotiation: without ``Accept: application/json`` the answer is XML
   (DESC §Content Types), so a client that forgets the header fails visibly;
-- 404 HTML for unknown items, sections and paths;
+- 404 HTML for unknown items, sections and paths (after the token check: an
+  unknown path without the token is a 401, auth comes before routing);
 - shapes: ``MediaContainer``; ``Directory[]`` for sections, ``Metadata[]`` for
   items; ``ratingKey`` and section ``key`` as strings; ``hidden`` as 0/1;
   optional fields absent (``viewCount``/``lastViewedAt`` only when watched,
@@ -19,11 +20,17 @@ Implements the simulator checklist of the project's Plex notes (docs/plex-api.md
   ``X-Plex-Container-Total-Size`` response headers (DESC §Pagination; PLX);
   ``limit=N`` caps the rows and leaves the true total out (no ``totalSize``);
   rows in stable ``sort=`` order; ``allLeaves`` (section and show) paged alike;
-- filters: ``addedAt``/``updatedAt``/``lastViewedAt`` with strict ``>>=`` and
-  ``<<=``, percent-encoded or raw, relative values (``-300``, ``-3w``, ``mon``);
-  plain ``>=`` on a date is ignored (or 400 behind a switch); unknown filter
-  fields 400 (switchable); OR by commas and by ``push/or/pop`` groups, nested
-  (DESC §Boolean Operators); ``episode.`` scoping; ``trash=1``/``unwatched=1``;
+- filters: the operators of DESC §Operators per field type (docs: plex §4):
+  dates (``addedAt``/``updatedAt``/``lastViewedAt``) ``=``, ``!=`` and strict
+  ``>>=``/``<<=``; integers (``index``, ``parentIndex``, ``viewCount``,
+  ``year``) ``=``, ``!=``, strict ``>>=``/``<<=`` and inclusive ``>=``/``<=``;
+  strings (``title``) ``=`` contains, ``!=``, ``==`` equals, ``!==``, ``<=``
+  begins with, ``>=`` ends with; booleans (``trash``, ``unwatched``) ``=1``/
+  ``=0``/``!=``; any other operator 400; percent-encoded or raw; relative
+  date values (``-300``, ``-3w``, ``mon``, ``+N``); plain ``>=`` on a date is
+  ignored (or 400 behind a switch); unknown filter fields 400 (switchable);
+  OR by commas and by ``push/or/pop`` groups, nested (DESC §Boolean
+  Operators); ``episode.`` scoping;
 - ``includeCollections=0`` accepted; ``Guid[]`` only with ``includeGuids=1``;
   trimming (``excludeFields``/``excludeElements``) honoured unless
   ``ignore_trimming`` (DESC: "requests, not guarantees");
@@ -38,8 +45,11 @@ Implements the simulator checklist of the project's Plex notes (docs/plex-api.md
 - ``contentChangedAt``: one server-wide counter starting at an arbitrary large
   value, bumped by every content change and stamped on the section; watch-state
   changes do not bump it unless ``watch_bumps_content_changed``;
-- a show's ``updatedAt`` does not move when episodes are added or removed;
-  ``leafCount``/``viewedLeafCount``/``childCount`` are always recomputed;
+- a show's ``updatedAt`` does not move when episodes are added or removed
+  (it does when the show itself is edited, ``model.edit_show``);
+  ``leafCount``/``viewedLeafCount``/``childCount`` are always recomputed, and
+  a season emptied of its episodes leaves ``childCount``, ``type=3`` and
+  ``/children``;
 - marking unwatched removes ``viewCount`` and ``lastViewedAt`` and does not
   bump ``updatedAt`` (switchable);
 - ratingKeys are non-sequential strings, never reused; re-match = new key;
@@ -57,7 +67,7 @@ from collections.abc import Callable
 import hashlib
 import re
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import unquote_plus
 
 from aiohttp import web
 
@@ -72,15 +82,28 @@ NOT_FOUND_HTML = (
     "<html><head><title>Not Found</title></head><body><h1>404 Not Found</h1></body></html>"
 )
 _DATE_FIELDS = ("addedAt", "updatedAt", "lastViewedAt")
-_KNOWN_FIELDS = {
-    *_DATE_FIELDS,
-    "title",
-    "index",
-    "parentIndex",
-    "viewCount",
-    "unwatched",
-    "trash",
-    "show.id",
+#: The filterable fields and their types (DESC §Fields; the server's own
+#: ``Field`` table in HA fixtures/library_tvshows_metadata.xml).
+_FIELD_TYPES = {
+    **dict.fromkeys(_DATE_FIELDS, "date"),
+    "title": "string",
+    "index": "integer",
+    "parentIndex": "integer",
+    "viewCount": "integer",
+    "year": "integer",
+    "unwatched": "boolean",
+    "trash": "boolean",
+    "show.id": "tag",
+}
+#: Operators per field type (docs: plex §4; DESC §Operators, which also gives
+#: strings ``!=`` "does not contain" and ``!==`` "does not equal"). Plain
+#: ``>=``/``<=`` on a date is handled apart (ignored, or 400 behind a switch).
+_OPERATORS = {
+    "integer": {"=", "!=", ">>=", "<<=", "<=", ">="},
+    "boolean": {"=", "!="},
+    "tag": {"=", "!="},
+    "string": {"=", "!=", "==", "!==", "<=", ">="},
+    "date": {"=", "!=", ">>=", "<<="},
 }
 #: Parameters that are not filters.
 _NON_FILTERS = {
@@ -342,7 +365,9 @@ class PlexSimulator(SimServer):
         return None if self._authorized(request) else self._unauthorized()
 
     async def _unknown_path(self, request: web.Request) -> web.Response:
-        return self._not_found()
+        # Auth comes before routing: a path PMS does not have is a 401 too
+        # without the token (docs: plex §10 "every endpoint except /identity").
+        return self._guard(request) or self._not_found()
 
     async def _identity(self, request: web.Request) -> web.Response:
         if self.identity_requires_auth and not self._authorized(request):
@@ -438,7 +463,7 @@ class PlexSimulator(SimServer):
             rows = [
                 self._season_row(show, season)
                 for show in library.shows.values()
-                for season in sorted(show.season_ids)
+                for season in self._seasons_of(show)
             ]
         else:
             rows = []
@@ -520,20 +545,17 @@ class PlexSimulator(SimServer):
         key = request.match_info["key"]
         show = self.model.find_show(key)
         if show is not None:
-            rows = [self._season_row(show, s) for s in sorted(show.season_ids)]
+            rows = [self._season_row(show, s) for s in self._seasons_of(show)]
             return self._listing(request, rows, library_id=show.library_id, title=show.title)
-        for library in self.model.libraries.values():
-            for show in library.shows.values():
-                season = next((n for n, k in show.season_ids.items() if k == key), None)
-                if season is not None:
-                    rows = [
-                        self._episode_row(e)
-                        for e in show.episodes.values()
-                        if e.season == season and not e.virtual
-                    ]
-                    return self._listing(
-                        request, rows, library_id=show.library_id, title=show.title
-                    )
+        found = self.model.find_season(key)
+        if found is not None and found[1] in self._seasons_of(found[0]):
+            show, season = found
+            rows = [
+                self._episode_row(e)
+                for e in show.episodes.values()
+                if e.season == season and not e.virtual
+            ]
+            return self._listing(request, rows, library_id=show.library_id, title=show.title)
         return self._not_found()
 
     async def _metadata(self, request: web.Request) -> web.Response:
@@ -635,42 +657,49 @@ class PlexSimulator(SimServer):
 
         Parsed from the raw query: the operator is part of the key
         (``addedAt>>=``), sent percent-encoded (``addedAt%3E%3E=``) or raw.
+        Each part is decoded once, as a form (``+`` is a space, ``%2B`` a plus).
         """
         now = self.clock.now()
         tokens: list[_Predicate | str] = []
-        for part in request.query_string.split("&"):
+        for part in request.rel_url.raw_query_string.split("&"):
             if not part:
                 continue
             raw_key, _, raw_value = part.partition("=")
-            key, value = unquote(raw_key), unquote(raw_value)
+            key, value = unquote_plus(raw_key), unquote_plus(raw_value)
             if key in _GROUPING:
                 tokens.append(key)
                 continue
             if key in _NON_FILTERS:
                 continue
-            match = re.fullmatch(r"([A-Za-z.]+?)(>>|<<|!|>|<|=)?", key)
+            # The key holds the operator but its last ``=`` (``addedAt>>``); an
+            # encoded ``==`` keeps one ``=`` in the key (``title%3D``), a raw
+            # one leaves it at the head of the value (``title==x``: ``=x``).
+            match = re.fullmatch(r"([A-Za-z.]+?)(>>|<<|!=|!|>|<|=)?", key)
             if match is None:
                 return web.Response(status=400, text="bad filter")
-            name, op = match.group(1), match.group(2) or ""
+            name, op = match.group(1), (match.group(2) or "") + "="
+            if op in ("=", "!=") and value.startswith("="):
+                op, value = op + "=", value[1:]
             # ``episode.addedAt`` on a type=4 listing is plain ``addedAt`` (DESC §Field Scoping).
             name = name.removeprefix("episode.")
-            if name not in _KNOWN_FIELDS:
+            kind = _FIELD_TYPES.get(name)
+            if kind is None:
                 if self.unknown_filter_400:
                     return web.Response(status=400, text=f"unknown field {name}")
                 continue
             if name == "updatedAt" and not self.updated_at_filter_supported:
                 return web.Response(status=400, text="updatedAt is not a filter here")
-            if name in _DATE_FIELDS and op in (">", "<"):
+            if kind == "date" and op in (">=", "<="):
                 # Plain >= / <= is no date operator (docs: plex §4).
                 if self.gte_on_date_is_400:
                     return web.Response(status=400, text="bad date operator")
                 continue
+            if op not in _OPERATORS[kind]:
+                return web.Response(status=400, text=f"no operator {op} on {kind} {name}")
             try:
-                term = _term(name, op, value, now)
+                tokens.append(_term(name, kind, op, value, now))
             except ValueError:
                 return web.Response(status=400, text=f"bad value for {name}")
-            if term is not None:
-                tokens.append(term)
         return tokens
 
     @staticmethod
@@ -697,6 +726,17 @@ class PlexSimulator(SimServer):
             return [e for e in show.episodes.values() if not e.virtual]
         return show.real_episodes()
 
+    @staticmethod
+    def _seasons_of(show: SimShow) -> list[int]:
+        """The show's seasons, Specials included, as PMS lists and counts them.
+
+        Recomputed from the episodes (docs: plex §10 "childCount ... always
+        recomputed"): a season holds at least one listed episode (a trashed
+        one still is), and the model drops a season with its last episode.
+        """
+        held = {e.season for e in show.episodes.values() if not e.virtual}
+        return [number for number in sorted(show.season_ids) if number in held]
+
     def _show_row(self, show: SimShow) -> dict[str, Any]:
         real = self._counted(show)
         watched = [e for e in real if e.watched]
@@ -710,7 +750,7 @@ class PlexSimulator(SimServer):
             "year": show.year,
             "addedAt": show.added_at,
             "updatedAt": show.updated_at,
-            "childCount": len(show.season_ids),
+            "childCount": len(self._seasons_of(show)),
             "leafCount": len(real),
             "viewedLeafCount": len(watched),
             "thumb": f"/library/metadata/{show.id}/thumb/{show.updated_at}",
@@ -760,7 +800,7 @@ class PlexSimulator(SimServer):
         if season_key is not None:
             row["parentRatingKey"] = season_key
             row["parentIndex"] = episode.season
-            row["parentTitle"] = f"Season {episode.season}"
+            row["parentTitle"] = "Specials" if episode.season == 0 else f"Season {episode.season}"
         if episode.number is not None:
             row["index"] = episode.number
         if episode.air_date:
@@ -778,28 +818,66 @@ class PlexSimulator(SimServer):
         return row
 
 
-def _term(name: str, op: str, value: str, now: float) -> _Predicate | None:
-    """One filter term as a row predicate (None: a term the server does not apply)."""
-    if name in _DATE_FIELDS:
-        if op not in (">>", "<<"):
-            return None
-        bound = _resolve_time(value, now)
-        # Both operators are strict (docs: plex §4).
-        if op == ">>":
-            return lambda row: (v := row.get(name)) is not None and v > bound
-        return lambda row: (v := row.get(name)) is not None and v < bound
-    wanted = set(value.split(","))  # a comma inside one value means OR
+def _term(name: str, kind: str, op: str, value: str, now: float) -> _Predicate:
+    """One filter term as a row predicate (``op`` in full: ``>>=``, ``!==``, ``<=``…).
+
+    A comma inside the value means OR (DESC §Boolean Operators); a negative
+    operator (``!=``, ``!==``) holds when no value matches. A field the row
+    lacks matches nothing, as NULL in SQL, except ``viewCount``, which PMS
+    leaves out when it is 0 (docs: plex §5). Date values may be relative.
+    """
+    values = value.split(",")
+    negate = op in ("!=", "!==")
     if name == "trash":
         # Trashed items carry ``deletedAt`` (SPEC example item; docs: plex §8).
-        return lambda row: ("deletedAt" in row) == ("1" in wanted)
+        wanted = ("1" in values) != negate
+        return lambda row: ("deletedAt" in row) == wanted
     if name == "unwatched":
-        return lambda row: ("viewCount" not in row) == ("1" in wanted)
+        wanted = ("1" in values) != negate
+        return lambda row: ("viewCount" not in row) == wanted
     if name == "show.id":
-        return lambda row: row.get("grandparentRatingKey") in wanted
-    negate = op == "!"
-    # Absent counters are zero (``viewCount`` is left out when unwatched).
-    default = 0 if name == "viewCount" else ""
-    return lambda row: (str(row.get(name, default)) in wanted) != negate
+        keys = set(values)
+        return lambda row: (row.get("grandparentRatingKey") in keys) != negate
+    test: Callable[[Any, Any], bool]
+    if kind == "string":
+        needles = [v.casefold() for v in values]
+        # Inferred: PMS matches titles without regard to case.
+        test = {
+            "=": lambda have, want: want in have,
+            "!=": lambda have, want: want in have,
+            "==": lambda have, want: have == want,
+            "!==": lambda have, want: have == want,
+            "<=": lambda have, want: have.startswith(want),
+            ">=": lambda have, want: have.endswith(want),
+        }[op]
+
+        def matches(row: _Row) -> bool:
+            have = row.get(name)
+            if have is None:
+                return False
+            return any(test(str(have).casefold(), n) for n in needles) != negate
+
+        return matches
+    bounds = [_resolve_time(v, now) if kind == "date" else float(int(v)) for v in values]
+    # Both date operators are strict (docs: plex §4); integer >>=/<<= are too,
+    # and >=/<= are "or equals" (DESC §Operators).
+    test = {
+        "=": lambda have, want: have == want,
+        "!=": lambda have, want: have == want,
+        ">>=": lambda have, want: have > want,
+        "<<=": lambda have, want: have < want,
+        ">=": lambda have, want: have >= want,
+        "<=": lambda have, want: have <= want,
+    }[op]
+    default = 0 if name == "viewCount" else None
+
+    def compares(row: _Row) -> bool:
+        have = row.get(name, default)
+        if have is None:
+            return False
+        return any(test(have, b) for b in bounds) != negate
+
+    return compares
 
 
 def _compile(tokens: list[_Predicate | str]) -> _Predicate:
@@ -836,9 +914,13 @@ def _compile(tokens: list[_Predicate | str]) -> _Predicate:
 
 
 def _resolve_time(value: str, now: float) -> float:
-    """An absolute epoch value, or a relative one (``-300``, ``-3w``) on the server clock."""
-    match = re.fullmatch(r"-(\d+)(mon|[mhdwy])?", value)
+    """An absolute epoch value, or a relative one on the server clock.
+
+    ``-300``, ``-3w``: that long ago; ``+N``: that far ahead (DESC §Relative Values).
+    """
+    match = re.fullmatch(r"([-+])(\d+)(mon|[mhdwy])?", value)
     if match:
-        amount, unit = int(match.group(1)), match.group(2)
-        return now - amount * (_UNITS[unit] if unit else 1)
+        sign, amount, unit = match.group(1), int(match.group(2)), match.group(3)
+        offset = amount * (_UNITS[unit] if unit else 1)
+        return now - offset if sign == "-" else now + offset
     return float(value)
