@@ -141,6 +141,7 @@ async def test_jellyfin_happy_path(hass: HomeAssistant, jellyfin_sim: JellyfinSi
         ("not a url", "invalid_url"),
         ("192.168.1.10:32400", "invalid_url"),
         ("ftp://host", "invalid_url"),
+        ("http://[::1", "invalid_url"),  # not even parsable
     ],
 )
 async def test_plex_invalid_url_then_success(

@@ -210,6 +210,22 @@ async def test_force_full_sync_that_cannot_run_says_so_and_stays_owed(
     assert state_of(hass, entry, "sensor", "sync_mode") == "incremental"
 
 
+async def test_force_full_sync_of_every_server_goes_on_past_one_that_fails(
+    hass: HomeAssistant, plex_sim: PlexSimulator, jellyfin_sim: JellyfinSimulator
+) -> None:
+    plex = plex_entry(plex_sim)
+    jellyfin = await jellyfin_entry(jellyfin_sim)
+    await setup_entry(hass, plex)
+    await setup_entry(hass, jellyfin)
+    plex_sim.add_fault(Fault(kind="status", status=500, times=-1))
+    jellyfin_sim.clear_log()
+    with pytest.raises(HomeAssistantError) as err:
+        await hass.services.async_call(DOMAIN, "force_full_sync", {}, blocking=True)
+    assert err.value.translation_key == "full_sync_failed"
+    assert state_of(hass, jellyfin, "sensor", "sync_mode") == "full"
+    assert jellyfin_sim.count("/Items") >= 2  # synced although Plex failed
+
+
 async def test_a_reload_keeps_the_look_a_push_message_asked_for(
     hass: HomeAssistant, plex_sim: PlexSimulator
 ) -> None:
@@ -467,6 +483,7 @@ async def test_episodes_added_while_home_assistant_was_down_are_announced_once_s
     fired = hass.states.get(entity_id(hass, entry, "event", "new_episode"))
     assert fired is not None
     assert fired.attributes["episode_id"] == added.id  # the event entity heard it too
+    assert events[0].data.items() <= fired.attributes.items()  # with the bus event's data
 
     sim.model.add_episode(_first_show(sim).id, 30, 2)
     await entry.runtime_data.coordinator.async_refresh()

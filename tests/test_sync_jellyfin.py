@@ -181,3 +181,30 @@ async def test_delta_filter_is_version_gated(
         "MinDateLastSavedForUser" if jellyfin.version_tuple < (10, 11) else "MinDateLastSaved"
     )
     assert sent == [expected]
+
+
+@pytest.mark.parametrize("mode", ["incremental", "full"])
+async def test_first_seen_time_is_on_the_server_clock_in_every_sync(
+    hass: HomeAssistant,
+    jellyfin_sim: JellyfinSimulator,
+    freezer: FrozenDateTimeFactory,
+    mode: str,
+) -> None:
+    """Jellyfin's DateCreated is not trusted: "added" is when a sync first saw it, server time.
+
+    Incremental and full syncs agree on that clock (a skewed server moves both alike).
+    """
+    entry = await jellyfin_entry(jellyfin_sim)
+    await setup_entry(hass, entry)
+    jellyfin_sim.clock.advance(3 * 3600)  # the server runs three hours ahead
+    show = next(
+        iter(jellyfin_sim.model.libraries[tv_library_ids(jellyfin_sim.model)[0]].shows.values())
+    )
+    episode = jellyfin_sim.model.add_episode(show.id, 40, 1)
+    if mode == "full":
+        await hass.services.async_call("episode_sync", "force_full_sync", blocking=True)
+    else:
+        await next_poll(hass, freezer)
+    assert state_of(hass, entry, "sensor", "sync_mode") == mode
+    mirrored = {e.id: e for _, _, e in entry.runtime_data.coordinator.mirror.episodes()}
+    assert abs(mirrored[episode.id].added_at - jellyfin_sim.clock.now()) < 60

@@ -46,6 +46,6 @@ class EpisodeSyncEventEntity(EpisodeSyncEntity, EventEntity):
 
     @callback
     def _on_new_episode(self, data: dict[str, Any]) -> None:
-        attributes = {k: v for k, v in data.items() if k not in ("config_entry_id", "device_id")}
-        self._trigger_event(EVENT_TYPE_NEW_EPISODE, attributes)
+        # SPEC §5: "attributes as the bus event", every key of it.
+        self._trigger_event(EVENT_TYPE_NEW_EPISODE, data)
         self.async_write_ha_state()

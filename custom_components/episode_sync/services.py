@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from homeassistant.config_entries import ConfigEntryState
 from homeassistant.core import HomeAssistant, ServiceCall, ServiceResponse, SupportsResponse
-from homeassistant.exceptions import ServiceValidationError
+from homeassistant.exceptions import HomeAssistantError, ServiceValidationError
 from homeassistant.helpers import config_validation as cv
 from homeassistant.util.json import JsonObjectType, JsonValueType
 
@@ -60,8 +60,15 @@ def _entries(hass: HomeAssistant, call: ServiceCall) -> list[EpisodeSyncConfigEn
 
 
 async def _force_full_sync(call: ServiceCall) -> None:
+    """Run a full sync of each entry; a server that cannot be synced does not stop the others."""
+    failed: list[HomeAssistantError] = []
     for entry in _entries(call.hass, call):
-        await entry.runtime_data.coordinator.async_force_full_sync()
+        try:
+            await entry.runtime_data.coordinator.async_force_full_sync()
+        except HomeAssistantError as err:
+            failed.append(err)
+    if failed:
+        raise failed[0]
 
 
 async def _get_new_episodes(call: ServiceCall) -> ServiceResponse:

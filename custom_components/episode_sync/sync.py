@@ -355,7 +355,7 @@ class _Builder:
         known_libraries: Collection[str],
         removed_lately: Mapping[str, Removal],
         trusts_added_at: bool,
-        seen_at: int,
+        seen_at: Callable[[], int],
     ) -> None:
         #: The libraries of the mirror the sync started from.
         self.known_libraries = known_libraries
@@ -365,6 +365,7 @@ class _Builder:
         #: (show id, season, number) -> id of ``removed_lately``, when first needed.
         self._removed_slots: dict[tuple[str, int | None, int], str] | None = None
         self.trusts_added_at = trusts_added_at
+        #: "Now" for an episode first seen, when the server's own date is not trusted.
         self.seen_at = seen_at
         self.added: list[EpisodeRow] = []
         self.removed: list[EpisodeRow] = []
@@ -412,7 +413,7 @@ class _Builder:
                 self.updated[show.library_id] += 1
                 continue
             if show.library_id in self.known_libraries and not self.trusts_added_at:
-                rows[episode_id] = _added_at(fetched, self.seen_at)
+                rows[episode_id] = _added_at(fetched, self.seen_at())
             self.added.append(rows[episode_id])
         self.removed.extend(gone.values())
         if old is None and rows:
@@ -582,7 +583,8 @@ class SyncEngine:
                 if mirror.server_id == self._server_id and now - lately[1] < REMOVED_FOR
             },
             trusts_added_at=self._backend.trusts_added_at,
-            seen_at=self._backend.server_clock or int(now),
+            # Read when needed, after this sync's first answer: the server's clock.
+            seen_at=lambda: self._backend.server_clock or int(self._clock()),
         )
 
     # -- full sync ------------------------------------------------------------------
