@@ -367,7 +367,9 @@ class PlexSimulator(SimServer):
     async def _unknown_path(self, request: web.Request) -> web.Response:
         # Auth comes before routing: a path PMS does not have is a 401 too
         # without the token (docs: plex §10 "every endpoint except /identity").
-        return self._guard(request) or self._not_found()
+        # (Not ``guard or not_found``: a response is a mapping, falsy when empty, in aiohttp 3.11.)
+        refused = self._guard(request)
+        return refused if refused is not None else self._not_found()
 
     async def _identity(self, request: web.Request) -> web.Response:
         if self.identity_requires_auth and not self._authorized(request):
