@@ -318,6 +318,7 @@ async def test_recreated_server_is_no_flood_of_new_episodes(
     old_ids = {e.id for _, _, e in entry.runtime_data.coordinator.mirror.episodes()}
     freezer.tick(3600)
     _recreate_library(sim)
+    sim.clear_log()
     if kind == "forced_full":
         await entry.runtime_data.coordinator.async_force_full_sync()
     else:
@@ -336,6 +337,40 @@ async def test_recreated_server_is_no_flood_of_new_episodes(
     assert not [i for i in issue_registry.issues.values() if i.domain == DOMAIN]
     summary = entry.runtime_data.store.last_result
     assert (summary["added"], summary["removed"], summary["rekeyed"]) == (0, 0, 100)
+    # Ids it could not explain: the sync asked the server who it is, once (SPEC §7).
+    assert len([r for r in sim.requests if r.path in _IDENTITY_PATHS]) == 1
+    assert summary["api_calls"] == len(sim.requests)
+
+
+#: Where each client asks a server who it is.
+_IDENTITY_PATHS = ("/", "/System/Info/Public")
+
+
+async def test_another_server_at_the_address_is_refused_not_mirrored(
+    hass: HomeAssistant,
+    media_sim: Sim,
+    hass_storage: dict[str, Any],
+    freezer: FrozenDateTimeFactory,
+) -> None:
+    """The same shows under new ids, from a server with another identity: nothing committed."""
+    sim = media_sim
+    entry = await entry_for(sim)
+    await setup_entry(hass, entry)
+    events = async_capture_events(hass, EVENT_NEW_EPISODE)
+    stored = {key: hass_storage.get(key) for key in _keys(entry).values()}
+    _recreate_library(sim)
+    if isinstance(sim, PlexSimulator):
+        sim.machine_id = "0" * 40
+    else:
+        sim.server_id = "0" * 32
+    await next_poll(hass, freezer)
+    await hass.async_block_till_done()
+
+    assert entry.state is ConfigEntryState.SETUP_ERROR  # the set-up's own identity check
+    assert entry.reason is not None
+    assert "another server" in entry.reason
+    assert events == []
+    assert {key: hass_storage.get(key) for key in _keys(entry).values()} == stored
 
 
 # -- the delta keeps failing -------------------------------------------------------------

@@ -16,7 +16,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from homeassistant.core import HomeAssistant, callback
-from homeassistant.exceptions import ConfigEntryAuthFailed, HomeAssistantError
+from homeassistant.exceptions import ConfigEntryAuthFailed, ConfigEntryError, HomeAssistantError
 from homeassistant.helpers import device_registry as dr, issue_registry as ir
 from homeassistant.helpers.start import async_at_started
 from homeassistant.helpers.update_coordinator import DataUpdateCoordinator
@@ -28,6 +28,7 @@ from .api.errors import (
     MediaServerConnectionError,
     MediaServerError,
     MediaServerUnavailableError,
+    ServerChangedError,
 )
 from .api.models import At, Episode, EpisodeRow, ServerInfo, Show
 from .client import MediaClient
@@ -295,6 +296,14 @@ class EpisodeSyncCoordinator(DataUpdateCoordinator[SyncSnapshot]):
             if isinstance(err, MediaServerAuthError):
                 raise ConfigEntryAuthFailed(
                     translation_domain=DOMAIN, translation_key="auth_failed"
+                ) from err
+            if isinstance(err, ServerChangedError):
+                # The set-up checks the identity too and stops there, with this error.
+                self.hass.config_entries.async_schedule_reload(self.config_entry.entry_id)
+                raise ConfigEntryError(
+                    translation_domain=DOMAIN,
+                    translation_key="wrong_server",
+                    translation_placeholders={"name": err.name},
                 ) from err
             retry_after = None
             if isinstance(err, MediaServerUnavailableError) and err.retry_after:

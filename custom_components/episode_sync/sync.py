@@ -42,7 +42,7 @@ from enum import StrEnum
 import time
 from typing import Protocol
 
-from .api.errors import MediaServerNotFoundError, MediaServerProtocolError
+from .api.errors import MediaServerNotFoundError, MediaServerProtocolError, ServerChangedError
 from .api.models import At, Episode, EpisodeRow, Library, ServerInfo, Show
 from .api.paging import bounded_gather, reuse_items
 
@@ -548,14 +548,34 @@ class SyncEngine:
         started = self._clock()
         self._backend.reset_stats()
         reason = self._full_sync_reason(mirror, state, force_full=force_full, now=started)
+        result: SyncResult | None = None
         if reason is None:
             try:
-                return await self._incremental(mirror, state, started, dirty)
+                result = await self._incremental(mirror, state, started, dirty)
             except MediaServerProtocolError:
                 reason = FullSyncReason.PROTOCOL_ERROR
             except InconsistentSyncError:
                 reason = FullSyncReason.INCONSISTENT
-        return await self._full(mirror, state, started, reason)
+        if result is None:
+            assert reason is not None
+            result = await self._full(mirror, state, started, reason)
+        return await self._verified(mirror, result)
+
+    async def _verified(self, mirror: Mirror, result: SyncResult) -> SyncResult:
+        """Check the server's identity when the sync found ids it cannot explain (SPEC §7).
+
+        Episodes under new ids (re-keyed), most of a library gone (held back)
+        or a selected library gone: what a rebuilt server looks like, and also
+        another server at this address. One request, only then; another
+        identity raises ``ServerChangedError`` and nothing is committed.
+        """
+        vanished = (mirror.libraries.keys() & self._library_ids) - result.mirror.libraries.keys()
+        if mirror.is_empty or not (result.rekeyed or result.held_back or vanished):
+            return result
+        server = await self._backend.server_info()
+        if server.server_id != self._server_id:
+            raise ServerChangedError(server.name)
+        return replace(result, api_calls=self._backend.request_count)
 
     def _full_sync_reason(
         self, mirror: Mirror, state: SyncState, *, force_full: bool, now: float

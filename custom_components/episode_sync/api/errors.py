@@ -94,3 +94,16 @@ class WrongServerError(MediaServerError):
     Raised by the identity probes, so the config flow can tell a user who gave
     a Jellyfin URL to the Plex step (or a router's web page) what went wrong.
     """
+
+
+class ServerChangedError(MediaServerError):
+    """The URL now leads to another server than the entry's (another identity).
+
+    Checked when a sync finds ids it cannot explain (SPEC §7): another server
+    at the same address (a new IP lease, a second server) looks like that.
+    """
+
+    def __init__(self, name: str) -> None:
+        """Keep the other server's name for the message."""
+        super().__init__(f"the address now leads to another server ({name})")
+        self.name = name
