@@ -362,3 +362,22 @@ async def test_trash_counted_in_leaf_count_is_no_news_when_its_show_changes(
     library = entry.runtime_data.coordinator.mirror.libraries[section]
     assert library.shows[show.id].rows[second][At.TITLE] == "Edited"
     assert state_of(hass, entry, "sensor", "episodes") == "99"
+
+
+async def test_requests_ask_for_light_answers_and_no_file_checks(
+    hass: HomeAssistant, plex_sim: PlexSimulator, freezer: FrozenDateTimeFactory
+) -> None:
+    """Listings drop heavy elements; a show's repair asks for no file I/O (docs: plex §2.8, §6)."""
+    entry = plex_entry(plex_sim)
+    await setup_entry(hass, entry)
+    show = next(iter(plex_sim.model.libraries[tv_library_ids(plex_sim.model)[0]].shows.values()))
+    plex_sim.model.remove_episode(next(iter(show.episodes)))
+    plex_sim.clear_log()
+    await next_poll(hass, freezer)
+    listings = [r for r in plex_sim.requests if r.path.endswith(("/all", "/allLeaves"))]
+    assert listings
+    for request in listings:
+        assert request.query["skipRefresh"] == "1"
+        assert "Media" in request.query["excludeElements"].split(",")
+    (repair,) = [r for r in listings if r.path.endswith("/allLeaves")]
+    assert repair.query["checkFiles"] == "0"

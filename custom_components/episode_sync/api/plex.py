@@ -269,7 +269,8 @@ class PlexClient(HttpClient):
         """Every episode of one show (``allLeaves``)."""
         return await self._paged(
             f"/library/metadata/{show_id}/allLeaves",
-            dict(_LIGHT),
+            # No file I/O on the server for a metadata path (docs: plex §2.8, §6).
+            {**_LIGHT, "checkFiles": "0"},
             lambda rows: _episodes(rows, library_id),
         )
 
