@@ -293,32 +293,7 @@ class EpisodeSyncCoordinator(DataUpdateCoordinator[SyncSnapshot]):
         except MediaServerError as err:
             self._force_full = force  # a forced sync that could not run stays owed
             self.dirty_libraries |= dirty  # and so does a look at a dirty library
-            if isinstance(err, MediaServerAuthError):
-                raise ConfigEntryAuthFailed(
-                    translation_domain=DOMAIN, translation_key="auth_failed"
-                ) from err
-            if isinstance(err, ServerChangedError):
-                # The set-up checks the identity too and stops there, with this error.
-                self.hass.config_entries.async_schedule_reload(self.config_entry.entry_id)
-                raise ConfigEntryError(
-                    translation_domain=DOMAIN,
-                    translation_key="wrong_server",
-                    translation_placeholders={"name": err.name},
-                ) from err
-            retry_after = None
-            if isinstance(err, MediaServerUnavailableError) and err.retry_after:
-                retry_after = min(max(err.retry_after, 0.0), MAX_RETRY_AFTER)
-                self._not_before = time.monotonic() + retry_after
-            raise update_failed(
-                retry_after,
-                translation_domain=DOMAIN,
-                translation_key=(
-                    "cannot_connect"
-                    if isinstance(err, MediaServerConnectionError)
-                    else "invalid_response"
-                ),
-                translation_placeholders={"error": str(err)},
-            ) from err
+            raise self._failure(err) from err
 
         await self.store.async_save(
             result.state, _summary(result), result.mirror if result.mirror_changed else None
@@ -342,6 +317,33 @@ class EpisodeSyncCoordinator(DataUpdateCoordinator[SyncSnapshot]):
             else:
                 self._announce(new)
         return self.snapshot()
+
+    def _failure(self, err: MediaServerError) -> Exception:
+        """Home Assistant's exception for a sync the client failed, and what follows from it."""
+        if isinstance(err, MediaServerAuthError):
+            return ConfigEntryAuthFailed(translation_domain=DOMAIN, translation_key="auth_failed")
+        if isinstance(err, ServerChangedError):
+            # The set-up checks the identity too and stops there, with this error.
+            self.hass.config_entries.async_schedule_reload(self.config_entry.entry_id)
+            return ConfigEntryError(
+                translation_domain=DOMAIN,
+                translation_key="wrong_server",
+                translation_placeholders={"name": err.name},
+            )
+        retry_after = None
+        if isinstance(err, MediaServerUnavailableError) and err.retry_after:
+            retry_after = min(max(err.retry_after, 0.0), MAX_RETRY_AFTER)
+            self._not_before = time.monotonic() + retry_after
+        return update_failed(
+            retry_after,
+            translation_domain=DOMAIN,
+            translation_key=(
+                "cannot_connect"
+                if isinstance(err, MediaServerConnectionError)
+                else "invalid_response"
+            ),
+            translation_placeholders={"error": str(err)},
+        )
 
     def _report_held_back(self, result: SyncResult) -> None:
         """Raise a repair issue per library whose mass removal is held back; clear the rest."""

@@ -545,21 +545,22 @@ class SyncEngine:
         result during an incremental sync is answered by a full sync in the
         same run.
         """
-        started = self._clock()
         self._backend.reset_stats()
+        return await self._verified(mirror, await self._run(mirror, state, force_full, dirty))
+
+    async def _run(
+        self, mirror: Mirror, state: SyncState, force_full: bool, dirty: Collection[str]
+    ) -> SyncResult:
+        started = self._clock()
         reason = self._full_sync_reason(mirror, state, force_full=force_full, now=started)
-        result: SyncResult | None = None
         if reason is None:
             try:
-                result = await self._incremental(mirror, state, started, dirty)
+                return await self._incremental(mirror, state, started, dirty)
             except MediaServerProtocolError:
                 reason = FullSyncReason.PROTOCOL_ERROR
             except InconsistentSyncError:
                 reason = FullSyncReason.INCONSISTENT
-        if result is None:
-            assert reason is not None
-            result = await self._full(mirror, state, started, reason)
-        return await self._verified(mirror, result)
+        return await self._full(mirror, state, started, reason)
 
     async def _verified(self, mirror: Mirror, result: SyncResult) -> SyncResult:
         """Check the server's identity when the sync found ids it cannot explain (SPEC §7).
