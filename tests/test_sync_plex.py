@@ -381,3 +381,35 @@ async def test_requests_ask_for_light_answers_and_no_file_checks(
         assert "Media" in request.query["excludeElements"].split(",")
     (repair,) = [r for r in listings if r.path.endswith("/allLeaves")]
     assert repair.query["checkFiles"] == "0"
+
+
+async def test_an_edit_that_moves_no_marker_is_found_by_the_hourly_check(
+    hass: HomeAssistant, plex_sim: PlexSimulator, freezer: FrozenDateTimeFactory
+) -> None:
+    """Whether an edit moves ``contentChangedAt`` is UNCONFIRMED (docs: plex §5).
+
+    A section its markers let the polls skip keeps its own delta cursor, so
+    the hourly check's delta still reaches back to the edit.
+    """
+    entry = plex_entry(plex_sim)
+    await setup_entry(hass, entry)
+    section = tv_library_ids(plex_sim.model)[0]
+    show = next(iter(plex_sim.model.libraries[section].shows.values()))
+    episode = next(iter(show.episodes.values()))
+    freezer.tick(timedelta(minutes=5))
+    plex_sim.edit_bumps_content_changed = False  # a server whose markers stay put for it
+    plex_sim.model.rename_episode(episode.id, "Quietly edited")
+    for _ in range(5):  # the polls of the hour: unchanged markers, one request each
+        plex_sim.clear_log()
+        await next_poll(hass, freezer)
+        assert len(plex_sim.requests) == 1
+    await next_poll(hass, freezer)  # an hour after the first sync: the show check
+    library = entry.runtime_data.coordinator.mirror.libraries[section]
+    assert library.shows[show.id].rows[episode.id][At.TITLE] == "Quietly edited"
+
+    await next_poll(hass, freezer)  # skipped again: the section's cursor stays behind
+    state = entry.runtime_data.coordinator.state
+    assert state.cursors[section] < state.cursor  # type: ignore[operator]
+    assert await hass.config_entries.async_reload(entry.entry_id)  # stored, read back
+    await hass.async_block_till_done()
+    assert entry.runtime_data.coordinator.state.cursors == state.cursors

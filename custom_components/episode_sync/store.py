@@ -258,6 +258,7 @@ def encode_state(state: SyncState) -> dict[str, Any]:
         "last_full_sync": state.last_full_sync,
         "last_incremental_sync": state.last_incremental_sync,
         "cursor": state.cursor,
+        "cursors": dict(state.cursors),
         "markers": dict(state.markers),
         "shows_checked": dict(state.shows_checked),
         "selection": sorted(state.selection),
@@ -272,6 +273,11 @@ def decode_state(data: Mapping[str, Any]) -> SyncState:
             last_full_sync=_optional(data.get("last_full_sync"), float),
             last_incremental_sync=_optional(data.get("last_incremental_sync"), float),
             cursor=_optional(data.get("cursor"), int),
+            cursors={
+                str(k): cursor
+                for k, v in data.get("cursors", {}).items()
+                if (cursor := _optional(v, int)) is not None
+            },
             markers={str(k): str(v) for k, v in data.get("markers", {}).items()},
             shows_checked={str(k): float(v) for k, v in data.get("shows_checked", {}).items()},
             selection=frozenset(str(i) for i in data.get("selection", ())),

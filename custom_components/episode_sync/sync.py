@@ -262,14 +262,22 @@ class Mirror:
 class SyncState:
     """The engine's small bookkeeping, persisted in the status store.
 
-    ``cursor`` is on the *server's* clock (epoch s); ``last_*`` and
-    ``shows_checked`` are on the local clock, as they only pace our own work.
-    ``markers`` are the library markers committed by the last successful sync.
+    ``cursor`` and ``cursors`` are on the *server's* clock (epoch s); ``last_*``
+    and ``shows_checked`` are on the local clock, as they only pace our own
+    work. ``markers`` are the library markers committed by the last successful
+    sync.
     """
 
     last_full_sync: float | None = None
     last_incremental_sync: float | None = None
+    #: Server time at the start of the last sync (None: nothing mirrored yet).
     cursor: int | None = None
+    #: Per library, the server time from which its next delta must look: moved
+    #: only by a sync that ran the library's delta. A library its unchanged
+    #: markers let a sync skip keeps its cursor, so an edit that moved no
+    #: marker is still in its next delta (the hourly show check at the latest).
+    #: A library without one (a store from before) uses ``cursor``.
+    cursors: Mapping[str, int] = field(default_factory=dict)
     markers: Mapping[str, str] = field(default_factory=dict)
     shows_checked: Mapping[str, float] = field(default_factory=dict)
     #: The libraries the user had selected at the last full sync.
@@ -664,7 +672,8 @@ class SyncEngine:
             state,
             last_full_sync=now,
             last_incremental_sync=now,
-            cursor=self._next_cursor(state),
+            cursor=(cursor := self._next_cursor(state)),
+            cursors=dict.fromkeys(new_libraries, cursor),
             markers={lib.id: lib.marker for lib in libraries if lib.marker and not lib.refreshing},
             shows_checked=dict.fromkeys(new_libraries, started),
             selection=self._library_ids,
@@ -731,6 +740,7 @@ class SyncEngine:
                     libraries[library.id] = replace(libraries[library.id], title=library.title)
                     builder.structure_changed = True
 
+        looked_at: list[str] = []  # the libraries whose delta this sync ran
         if to_check:
             # Steps 2 and 3: show listings and the delta, then targeted repair.
             listings = await self._gather(map(listed_shows, to_check))
@@ -742,7 +752,8 @@ class SyncEngine:
             for library_id in to_check:
                 if library_id not in shows_of:
                     drop_library(library_id)
-            delta = await backend.changed_episodes(list(shows_of), state.cursor - CURSOR_OVERLAP)
+            looked_at = list(shows_of)
+            delta = await self._delta(state, looked_at)
             for library_id, shows in shows_of.items():
                 libraries[library_id], vanished = await self._apply_delta(
                     builder, libraries[library_id], shows, delta
@@ -750,10 +761,14 @@ class SyncEngine:
                 shows_checked[library_id] = started
                 if vanished:  # maybe a proxy's 404: the next sync looks again
                     markers.pop(library_id, None)
+        cursor = self._next_cursor(state)
+        cursors = {lid: state.cursors.get(lid, state.cursor) for lid in libraries}
+        cursors.update(dict.fromkeys(looked_at, cursor))
         new_state = replace(
             state,
             last_incremental_sync=self._clock(),
-            cursor=self._next_cursor(state),
+            cursor=cursor,
+            cursors=cursors,
             markers=markers,
             shows_checked=shows_checked,
             # Forget unselected libraries, so selecting one again means a full sync.
@@ -762,6 +777,22 @@ class SyncEngine:
         return self._result(
             SyncMode.INCREMENTAL, None, started, mirror, libraries, new_state, builder
         )
+
+    async def _delta(self, state: SyncState, library_ids: list[str]) -> list[EpisodeRow]:
+        """The episodes changed in these libraries since each one's cursor (one query per cursor).
+
+        Libraries checked together share a cursor, so this is one query per
+        server-wide delta (Jellyfin) and one per library (Plex), as before.
+        """
+        by_cursor: dict[int, list[str]] = {}
+        for library_id in library_ids:
+            since = state.cursors.get(library_id, state.cursor)
+            assert since is not None  # an incremental sync has a cursor
+            by_cursor.setdefault(since, []).append(library_id)
+        delta: list[EpisodeRow] = []
+        for since, ids in by_cursor.items():
+            delta.extend(await self._backend.changed_episodes(ids, since - CURSOR_OVERLAP))
+        return delta
 
     async def _apply_delta(
         self,

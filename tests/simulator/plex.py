@@ -44,7 +44,9 @@ Implements the simulator checklist of the project's Plex notes (docs/plex-api.md
   (``library.update.section`` with ``Context.librarySectionID`` and ``progress``);
 - ``contentChangedAt``: one server-wide counter starting at an arbitrary large
   value, bumped by every content change and stamped on the section; watch-state
-  changes do not bump it unless ``watch_bumps_content_changed``;
+  changes do not bump it unless ``watch_bumps_content_changed``, and a metadata
+  edit does unless ``edit_bumps_content_changed`` is off (what moves it is
+  UNCONFIRMED, docs: plex §5; the checklist's default is kept);
 - a show's ``updatedAt`` does not move when episodes are added or removed
   (it does when the show itself is edited, ``model.edit_show``);
   ``leafCount``/``viewedLeafCount``/``childCount`` are always recomputed, and
@@ -166,6 +168,7 @@ class PlexSimulator(SimServer):
         self.page_cap = page_cap
         # Switches (defaults are the pessimistic, documented behaviours).
         self.watch_bumps_content_changed = False
+        self.edit_bumps_content_changed = True
         self.gte_on_date_is_400 = False
         self.unknown_filter_400 = True
         self.ignore_trimming = False
@@ -228,6 +231,8 @@ class PlexSimulator(SimServer):
                 episode.updated_at = int(self.clock.now())
             if not self.watch_bumps_content_changed:
                 return
+        if kind == "episode_updated" and not self.edit_bumps_content_changed:
+            return
         markers = self._markers(library_id)
         self._content_counter += 1
         markers["contentChangedAt"] = self._content_counter
