@@ -324,6 +324,12 @@ async def test_diagnostics_are_redacted_and_capped(
     assert diagnostics["push"] is None  # push off in this entry
     assert len(diagnostics["mirror"]["sample"]) == 5
     assert diagnostics["sync"]["last_result"]["mode"] == "full"
+    assert diagnostics["sync"]["owed"] == {
+        "full_sync": False,
+        "dirty_libraries": [],
+        "delta_failures": 0,
+    }
+    assert diagnostics["sync"]["paused_for_s"] == 0
 
 
 async def test_options_change_reloads_with_new_interval(

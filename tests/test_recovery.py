@@ -29,6 +29,7 @@ from pytest_homeassistant_custom_component.common import MockConfigEntry, async_
 from custom_components.episode_sync.api import http
 from custom_components.episode_sync.const import DOMAIN, EVENT_MANY_NEW_EPISODES, EVENT_NEW_EPISODE
 from custom_components.episode_sync.coordinator import DELTA_FAILURES_FOR_ISSUE
+from custom_components.episode_sync.diagnostics import async_get_config_entry_diagnostics
 from tests.helpers import (
     entry_for,
     mirror_rows,
@@ -523,6 +524,9 @@ async def test_retry_after_keeps_every_sync_away_until_then(
     with pytest.raises(HomeAssistantError) as err:  # …and the button all wait
         await coordinator.async_force_full_sync()
     assert "asked to wait" in str(err.value)
+    diagnostics = await async_get_config_entry_diagnostics(hass, entry)
+    assert diagnostics["sync"]["owed"]["full_sync"] is True
+    assert diagnostics["sync"]["paused_for_s"] == (pause - timedelta(minutes=20)).total_seconds()
     freezer.tick(pause - timedelta(minutes=21))
     await coordinator.async_refresh()  # a minute before the end: still waiting
     assert sim.requests == []

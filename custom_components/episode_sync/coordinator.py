@@ -248,11 +248,20 @@ class EpisodeSyncCoordinator(DataUpdateCoordinator[SyncSnapshot]):
 
         self.config_entry.async_on_unload(async_at_started(self.hass, start))
 
+    @property
+    def owed(self) -> Owed:
+        """What the next sync still owes (diagnostics show it too)."""
+        return Owed(self._force_full, set(self.dirty_libraries), self._delta_failures)
+
+    @property
+    def paused_for(self) -> float:
+        """Seconds the server asked us to wait before the next request (0: none)."""
+        return max(self._not_before - time.monotonic(), 0.0)
+
     async def async_shutdown(self) -> None:
         """Stop, leaving what is still owed for the entry's next coordinator."""
         await super().async_shutdown()
-        owed = Owed(self._force_full, self.dirty_libraries, self._delta_failures)
-        if owed != Owed():
+        if (owed := self.owed) != Owed():
             self.hass.data.setdefault(OWED, {})[self.config_entry.entry_id] = owed
 
     async def async_force_full_sync(self) -> None:
@@ -277,7 +286,7 @@ class EpisodeSyncCoordinator(DataUpdateCoordinator[SyncSnapshot]):
 
     async def _async_update_data(self) -> SyncSnapshot:
         """Sync, persist, then announce; map every client error in this one place."""
-        if (wait := self._not_before - time.monotonic()) > 0:
+        if (wait := self.paused_for) > 0:
             # The server asked for a pause (503 or 429 with Retry-After): every
             # sync, pushed or forced too, waits; what it owes stays owed.
             raise update_failed(
