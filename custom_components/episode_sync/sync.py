@@ -740,7 +740,7 @@ class SyncEngine:
                     libraries[library.id] = replace(libraries[library.id], title=library.title)
                     builder.structure_changed = True
 
-        looked_at: list[str] = []  # the libraries whose delta this sync ran
+        shows_of: dict[str, list[Show]] = {}  # the libraries whose delta this sync runs
         if to_check:
             # Steps 2 and 3: show listings and the delta, then targeted repair.
             listings = await self._gather(map(listed_shows, to_check))
@@ -752,8 +752,7 @@ class SyncEngine:
             for library_id in to_check:
                 if library_id not in shows_of:
                     drop_library(library_id)
-            looked_at = list(shows_of)
-            delta = await self._delta(state, looked_at)
+            delta = await self._delta(state, list(shows_of))
             for library_id, shows in shows_of.items():
                 libraries[library_id], vanished = await self._apply_delta(
                     builder, libraries[library_id], shows, delta
@@ -763,7 +762,7 @@ class SyncEngine:
                     markers.pop(library_id, None)
         cursor = self._next_cursor(state)
         cursors = {lid: state.cursors.get(lid, state.cursor) for lid in libraries}
-        cursors.update(dict.fromkeys(looked_at, cursor))
+        cursors.update(dict.fromkeys(shows_of, cursor))
         new_state = replace(
             state,
             last_incremental_sync=self._clock(),
