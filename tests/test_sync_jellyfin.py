@@ -8,7 +8,7 @@ filter (``MinDateLastSaved`` alone fails before 10.11) and legacy auth (off in
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 import math
 from typing import Any
 
@@ -208,3 +208,27 @@ async def test_first_seen_time_is_on_the_server_clock_in_every_sync(
     assert state_of(hass, entry, "sensor", "sync_mode") == mode
     mirrored = {e.id: e for _, _, e in entry.runtime_data.coordinator.mirror.episodes()}
     assert abs(mirrored[episode.id].added_at - jellyfin_sim.clock.now()) < 60
+
+
+async def test_a_renamed_library_is_seen_within_six_hours(
+    hass: HomeAssistant, jellyfin_sim: JellyfinSimulator, freezer: FrozenDateTimeFactory
+) -> None:
+    """No markers: the library list is read every 6 hours (docs: jellyfin §9, step 0)."""
+    entry = await jellyfin_entry(jellyfin_sim)
+    await setup_entry(hass, entry)
+    library_id = tv_library_ids(jellyfin_sim.model)[0]
+    old_title = jellyfin_sim.model.libraries[library_id].title
+    jellyfin_sim.model.libraries[library_id].title = "Series"
+    jellyfin_sim.clear_log()
+    await next_poll(hass, freezer)
+    assert not any(p.endswith("Views") for p in _sync_requests(jellyfin_sim))
+    mirror = entry.runtime_data.coordinator.mirror
+    assert mirror.libraries[library_id].title == old_title
+
+    await next_poll(hass, freezer, timedelta(hours=6))
+    assert any(p.endswith("Views") for p in _sync_requests(jellyfin_sim))
+    assert state_of(hass, entry, "sensor", "sync_mode") == "incremental"
+    assert entry.runtime_data.coordinator.mirror.libraries[library_id].title == "Series"
+    jellyfin_sim.clear_log()
+    await next_poll(hass, freezer)
+    assert not any(p.endswith("Views") for p in _sync_requests(jellyfin_sim))  # 6 h again

@@ -261,6 +261,7 @@ def encode_state(state: SyncState) -> dict[str, Any]:
         "cursors": dict(state.cursors),
         "markers": dict(state.markers),
         "shows_checked": dict(state.shows_checked),
+        "libraries_listed": state.libraries_listed,
         "selection": sorted(state.selection),
         "held_back": dict(state.held_back),
     }
@@ -280,6 +281,7 @@ def decode_state(data: Mapping[str, Any]) -> SyncState:
             },
             markers={str(k): str(v) for k, v in data.get("markers", {}).items()},
             shows_checked={str(k): float(v) for k, v in data.get("shows_checked", {}).items()},
+            libraries_listed=_optional(data.get("libraries_listed"), float),
             selection=frozenset(str(i) for i in data.get("selection", ())),
             held_back={str(k): int(v) for k, v in data.get("held_back", {}).items()},
         )

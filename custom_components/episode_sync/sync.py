@@ -79,6 +79,10 @@ type Removal = tuple[int, float, str, int | None, int | None]
 #: Markers can miss watch-state changes (Plex does not bump contentChangedAt
 #: for them), so each library's shows are re-listed at least this often.
 SHOWS_CHECK_INTERVAL = 3600.0
+#: Without markers (Jellyfin) the library list is read at least this often,
+#: for renames and libraries gone from the user's views (docs: jellyfin §9,
+#: step 0: "every 6 h").
+LIBRARIES_CHECK_INTERVAL = 6 * 3600.0
 
 
 class Backend(Protocol):
@@ -280,6 +284,8 @@ class SyncState:
     cursors: Mapping[str, int] = field(default_factory=dict)
     markers: Mapping[str, str] = field(default_factory=dict)
     shows_checked: Mapping[str, float] = field(default_factory=dict)
+    #: When the library list was last read (local clock).
+    libraries_listed: float | None = None
     #: The libraries the user had selected at the last full sync.
     selection: frozenset[str] = frozenset()
     #: Libraries whose mass removal was held back, with the number of episodes.
@@ -674,6 +680,7 @@ class SyncEngine:
             last_incremental_sync=now,
             cursor=(cursor := self._next_cursor(state)),
             cursors=dict.fromkeys(new_libraries, cursor),
+            libraries_listed=started,
             markers={lib.id: lib.marker for lib in libraries if lib.marker and not lib.refreshing},
             shows_checked=dict.fromkeys(new_libraries, started),
             selection=self._library_ids,
@@ -695,7 +702,7 @@ class SyncEngine:
             builder.structure_changed = True  # the user unselected a library
         markers = dict(state.markers)
         shows_checked = dict(state.shows_checked)
-        to_check: list[str] = list(libraries)
+        libraries_listed = state.libraries_listed
 
         def drop_library(library_id: str) -> None:
             """The library is gone from the server: so are its episodes."""
@@ -711,21 +718,32 @@ class SyncEngine:
                     raise  # listed a moment ago: a proxy's 404, retry later (docs: plex §1)
                 return None  # an unknown item: the library is gone (docs: jellyfin §1)
 
-        on_server: dict[str, Library] = {}
-        if backend.has_library_markers or not self._library_ids <= libraries.keys():
+        listed: dict[str, Library] = {}
+        if (
+            backend.has_library_markers
+            or not self._library_ids <= libraries.keys()
+            or started - (libraries_listed or 0.0) >= LIBRARIES_CHECK_INTERVAL
+        ):
             # Step 1 (SPEC §3): one listing of the libraries and their markers;
             # an unchanged library costs nothing more. Without markers
             # (Jellyfin) the libraries are listed only while a selected one is
-            # missing from the mirror (it was gone at the last full sync).
+            # missing from the mirror (it was gone at the last full sync), and
+            # every ``LIBRARIES_CHECK_INTERVAL``.
             on_server = {lib.id: lib for lib in await backend.libraries()}
             if any(lid in on_server and lid not in libraries for lid in self._library_ids):
                 # A selected library (re)appeared: it needs a full listing.
                 raise InconsistentSyncError("a selected library is not mirrored yet")
-        if backend.has_library_markers:
             listed = {lid: lib for lid, lib in on_server.items() if lid in libraries}
-            to_check = []
             for library_id in libraries.keys() - listed.keys():
                 drop_library(library_id)
+            for library in listed.values():
+                if library.title != libraries[library.id].title:
+                    libraries[library.id] = replace(libraries[library.id], title=library.title)
+                    builder.structure_changed = True
+            libraries_listed = started
+        to_check: list[str] = list(libraries)
+        if backend.has_library_markers:
+            to_check = []
             for library in listed.values():
                 due = started - shows_checked.get(library.id, 0.0) >= SHOWS_CHECK_INTERVAL
                 changed = library.marker != markers.get(library.id) or library.id in dirty
@@ -736,9 +754,6 @@ class SyncEngine:
                         markers[library.id] = library.marker
                     else:
                         markers.pop(library.id, None)
-                if library.title != libraries[library.id].title:
-                    libraries[library.id] = replace(libraries[library.id], title=library.title)
-                    builder.structure_changed = True
 
         shows_of: dict[str, list[Show]] = {}  # the libraries whose delta this sync runs
         if to_check:
@@ -770,6 +785,7 @@ class SyncEngine:
             cursors=cursors,
             markers=markers,
             shows_checked=shows_checked,
+            libraries_listed=libraries_listed,
             # Forget unselected libraries, so selecting one again means a full sync.
             selection=state.selection & self._library_ids,
         )
