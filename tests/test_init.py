@@ -16,7 +16,7 @@ from homeassistant.helpers import (
     issue_registry as ir,
 )
 import pytest
-from pytest_homeassistant_custom_component.common import async_capture_events
+from pytest_homeassistant_custom_component.common import MockConfigEntry, async_capture_events
 
 from custom_components.episode_sync.const import (
     DOMAIN,
@@ -210,13 +210,21 @@ async def test_force_full_sync_that_cannot_run_says_so_and_stays_owed(
     assert state_of(hass, entry, "sensor", "sync_mode") == "incremental"
 
 
-async def test_force_full_sync_of_every_server_goes_on_past_one_that_fails(
+async def _both_servers(
     hass: HomeAssistant, plex_sim: PlexSimulator, jellyfin_sim: JellyfinSimulator
-) -> None:
+) -> tuple[MockConfigEntry, MockConfigEntry]:
+    """One set-up entry per simulator."""
     plex = plex_entry(plex_sim)
     jellyfin = await jellyfin_entry(jellyfin_sim)
     await setup_entry(hass, plex)
     await setup_entry(hass, jellyfin)
+    return plex, jellyfin
+
+
+async def test_force_full_sync_of_every_server_goes_on_past_one_that_fails(
+    hass: HomeAssistant, plex_sim: PlexSimulator, jellyfin_sim: JellyfinSimulator
+) -> None:
+    _, jellyfin = await _both_servers(hass, plex_sim, jellyfin_sim)
     plex_sim.add_fault(Fault(kind="status", status=500, times=-1))
     jellyfin_sim.clear_log()
     with pytest.raises(HomeAssistantError) as err:
@@ -253,10 +261,7 @@ async def test_a_reload_keeps_the_look_a_push_message_asked_for(
 async def test_force_full_sync_for_all_or_unknown_entries(
     hass: HomeAssistant, plex_sim: PlexSimulator, jellyfin_sim: JellyfinSimulator
 ) -> None:
-    plex = plex_entry(plex_sim)
-    jellyfin = await jellyfin_entry(jellyfin_sim)
-    await setup_entry(hass, plex)
-    await setup_entry(hass, jellyfin)
+    plex, _ = await _both_servers(hass, plex_sim, jellyfin_sim)
     plex_sim.clear_log()
     jellyfin_sim.clear_log()
     await hass.services.async_call(DOMAIN, "force_full_sync", {}, blocking=True)
