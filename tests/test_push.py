@@ -535,7 +535,8 @@ async def test_jellyfin_socket_rules(jellyfin_sim: JellyfinSimulator) -> None:
             "ItemsAdded": [episode.id],
             "ItemsRemoved": [],
             "ItemsUpdated": [show.id],
-            "CollectionFolders": [],
+            # Every one of the user's libraries (a film one too), not just the show's.
+            "CollectionFolders": list(jellyfin_sim.model.libraries),
             "IsEmpty": False,
         }
         # The API-key socket got nothing but keepalive traffic, then idled out.

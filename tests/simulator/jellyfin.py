@@ -374,10 +374,10 @@ class JellyfinSimulator(SimServer):
             return web.Response(status=404)
         if self._request_user(request, _query(request)) is None:
             return web.Response(status=404)  # an API key without userId: no such user
-        items = self._view_rows()
+        items = self.view_rows()
         return web.json_response({"Items": items, "TotalRecordCount": len(items), "StartIndex": 0})
 
-    def _view_rows(self) -> list[dict[str, Any]]:
+    def view_rows(self) -> list[dict[str, Any]]:
         """The libraries as the user's root folder lists them (CollectionFolders)."""
         return [
             {
@@ -460,7 +460,7 @@ class JellyfinSimulator(SimServer):
             recursive = True
         if parent is None and not recursive and not ids:
             # The root folder's children, unfiltered and unpaged (folder.GetChildren).
-            views = self._view_rows()
+            views = self.view_rows()
             start = int(q.get("startindex", "0"))
             return web.json_response(
                 {"Items": views, "TotalRecordCount": len(views), "StartIndex": start}

@@ -55,6 +55,8 @@ class JellyfinPush:
     def __init__(self, sim: JellyfinSimulator) -> None:
         """Serve notifications of ``sim``'s model."""
         self._sim = sim
+        #: The user's root folder: where a library that comes or goes is reported.
+        self.user_root_id = uuid.uuid4().hex
         self.keepalive_timeout = 60
         #: Seconds of silence after which the server closes a socket (None: never).
         self.idle_timeout: float | None = 60.0
@@ -191,8 +193,14 @@ class JellyfinPush:
             batch[key].append(item.id)
             folder = "FoldersAddedTo" if kind == "show_added" else "FoldersRemovedFrom"
             batch[folder].append(library_id)
+        elif kind in ("library_added", "library_removed"):
+            # A library is a folder of the physical root, which the server
+            # reports as the user's root folder (TranslatePhysicalItemToUserLibrary).
+            added = kind == "library_added"
+            batch["ItemsAdded" if added else "ItemsRemoved"].append(library_id)
+            batch["FoldersAddedTo" if added else "FoldersRemovedFrom"].append(self.user_root_id)
         else:
-            batch["CollectionFolders"].append(library_id)
+            return  # "library_wiped": its shows' removals were batched one by one
         # Flushed once the duration passes with no new event (LibraryChangedNotifier).
         if self._flush_timer is not None:
             self._flush_timer.cancel()
@@ -204,6 +212,12 @@ class JellyfinPush:
         """Send the batched ``LibraryChanged`` to the user sessions."""
         self._flush_timer = None
         batch, self._batch = self._batch, _empty_batch()
+        if batch["FoldersAddedTo"] or batch["FoldersRemovedFrom"]:
+            # GetTopParentIds lists every one of the user's root folders, not the
+            # changed ones, whenever a folder gained or lost children: so a
+            # client learns nothing about which library changed from it
+            # [jellyfin Emby.Server.Implementations/EntryPoints/LibraryChangedNotifier.cs].
+            batch["CollectionFolders"] = [row["Id"] for row in self._sim.view_rows()]
         info: dict[str, Any] = {key: list(dict.fromkeys(ids)) for key, ids in batch.items()}
         info["IsEmpty"] = not any(batch.values())
         for session in self.sessions:

@@ -162,6 +162,11 @@ def jellyfin_hints(message: Any) -> list[PushHint]:
         )
         if data.get("IsEmpty") is True and not any(data.get(name) for name in lists):
             return []
+        # No library to aim at: the ids are of episodes, seasons and series,
+        # and ``CollectionFolders`` lists all the user's libraries whenever a
+        # folder gained or lost children [jellyfin Emby.Server.Implementations/
+        # EntryPoints/LibraryChangedNotifier.cs GetTopParentIds]. One
+        # incremental sync of the server costs no more than a targeted one.
         return [PushHint(HintKind.LIBRARY_CHANGED)]
     if kind == "UserDataChanged" and isinstance(data, dict):
         # The sync sees played toggles through the series' UnplayedItemCount.
