@@ -247,6 +247,11 @@ async def test_jellyfin_errors_recover(
     ):
         result = await hass.config_entries.flow.async_configure(flow_id, user_input)
         assert result["errors"] == {"base": error}, user_input
+    # The user may sign in from listed devices only, and Home Assistant is not one.
+    jellyfin_sim.allowed_devices["alice"] = {"a-phone"}
+    result = await hass.config_entries.flow.async_configure(flow_id, good)
+    assert result["errors"] == {"base": "forbidden"}
+    jellyfin_sim.allowed_devices.clear()
     with patch(
         "custom_components.episode_sync.api.jellyfin.JellyfinClient.login",
         side_effect=RuntimeError("boom"),

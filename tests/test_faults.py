@@ -35,6 +35,7 @@ from typing import Any
 from homeassistant.config_entries import ConfigEntryState
 from homeassistant.core import Event, HomeAssistant
 from homeassistant.exceptions import HomeAssistantError
+from homeassistant.helpers.update_coordinator import UpdateFailed
 import orjson
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry, async_capture_events
@@ -80,6 +81,10 @@ def _strip_ids(payload: Any) -> Any:
 FAULTS: dict[str, Callable[[int], Fault]] = {
     "http_500": lambda k: Fault(kind="status", status=500, skip=k),
     "http_502": lambda k: Fault(kind="status", status=502, skip=k),
+    # Jellyfin's answer to a device not allowed or a session limit (docs: jellyfin §1).
+    "http_403": lambda k: Fault(
+        kind="status", status=403, body="Error processing request.", skip=k
+    ),
     "http_503_retry_after": lambda k: Fault(
         kind="status", status=503, headers={"Retry-After": "120"}, skip=k
     ),
@@ -332,3 +337,30 @@ async def test_token_refused_in_the_middle_of_a_sync(
         assert await hass.config_entries.async_reload(entry.entry_id)
         await hass.async_block_till_done()
         world.assert_correct([added], mode="full" if forced else "incremental")
+
+
+async def test_access_refused_is_said_and_not_retried_as_a_full_sync(
+    hass: HomeAssistant, jellyfin_sim: JellyfinSimulator, hass_storage: dict[str, Any]
+) -> None:
+    """A 403 (a device not allowed, a session limit) fails the sync with its own message.
+
+    A full sync would be refused as well, and a reauth would not help: the
+    sync fails at the first refused request, and no reauth starts.
+    """
+    world = await _world(hass, jellyfin_sim, hass_storage)
+    world.entry = entry = await entry_for(jellyfin_sim)
+    await setup_entry(hass, entry)
+    world.change(0)
+    before = await world.snapshot()
+    jellyfin_sim.clear_log()
+    jellyfin_sim.add_fault(
+        Fault(kind="status", status=403, body="Error processing request.", times=-1)
+    )
+    await world.coordinator.async_refresh()
+    await hass.async_block_till_done()
+    error = world.coordinator.last_exception
+    assert isinstance(error, UpdateFailed)
+    assert error.translation_key == "forbidden"
+    assert len(jellyfin_sim.requests) == 1
+    assert hass.config_entries.flow.async_progress_by_handler(DOMAIN) == []
+    await world.assert_untouched(before)

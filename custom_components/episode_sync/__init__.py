@@ -14,7 +14,7 @@ from homeassistant.helpers.typing import ConfigType
 from .api.errors import MediaServerAuthError, MediaServerError
 from .client import MediaClient, create_client
 from .const import CONF_MAX_CONCURRENCY, DOMAIN, option
-from .coordinator import OWED, EpisodeSyncCoordinator
+from .coordinator import OWED, EpisodeSyncCoordinator, failure_key
 from .image_proxy import EpisodeImageView
 from .push import PushListener, async_start_push
 from .services import async_setup_services
@@ -61,7 +61,7 @@ async def async_setup_entry(hass: HomeAssistant, entry: EpisodeSyncConfigEntry) 
     except MediaServerError as err:
         raise ConfigEntryNotReady(
             translation_domain=DOMAIN,
-            translation_key="cannot_connect",
+            translation_key=failure_key(err),
             translation_placeholders={"error": str(err)},
         ) from err
     # The URL must still lead to the server this entry was made for.

@@ -41,6 +41,7 @@ from .api import plextv
 from .api.errors import (
     MediaServerAuthError,
     MediaServerError,
+    MediaServerForbiddenError,
     MediaServerHostNotFoundError,
     MediaServerRedirectError,
     MediaServerSSLError,
@@ -111,6 +112,8 @@ def _form_errors(wrong_server: str) -> Iterator[None]:
         raise _FlowError(wrong_server) from err
     except MediaServerAuthError as err:
         raise _FlowError("invalid_auth") from err
+    except MediaServerForbiddenError as err:
+        raise _FlowError("forbidden") from err
     except MediaServerHostNotFoundError as err:
         raise _FlowError("unknown_host") from err
     except MediaServerSSLError as err:

@@ -27,6 +27,7 @@ from .api.errors import (
     MediaServerAuthError,
     MediaServerConnectionError,
     MediaServerError,
+    MediaServerForbiddenError,
     MediaServerUnavailableError,
     ServerChangedError,
 )
@@ -172,6 +173,15 @@ class SyncSnapshot:
     api_calls: int
     #: Episodes added within ``new_episode_days``, newest first.
     new_episodes: tuple[EpisodeView, ...]
+
+
+def failure_key(err: MediaServerError) -> str:
+    """The translation key that tells the user why the server could not be synced."""
+    if isinstance(err, MediaServerConnectionError):
+        return "cannot_connect"
+    if isinstance(err, MediaServerForbiddenError):
+        return "forbidden"
+    return "invalid_response"
 
 
 class EpisodeSyncCoordinator(DataUpdateCoordinator[SyncSnapshot]):
@@ -346,11 +356,7 @@ class EpisodeSyncCoordinator(DataUpdateCoordinator[SyncSnapshot]):
         return update_failed(
             retry_after,
             translation_domain=DOMAIN,
-            translation_key=(
-                "cannot_connect"
-                if isinstance(err, MediaServerConnectionError)
-                else "invalid_response"
-            ),
+            translation_key=failure_key(err),
             translation_placeholders={"error": str(err)},
         )
 

@@ -138,6 +138,10 @@ class JellyfinSimulator(SimServer):
         self.tokens: dict[str, tuple[str, str]] = {}
         #: Admin-created API keys: authenticated, but no user (CustomAuthenticationHandler).
         self.api_keys: set[str] = set()
+        #: Users whose "allow access from all devices" is off: user -> the
+        #: DeviceIds they may sign in from. Any other device's sign-in is a
+        #: SecurityException, 403 (SessionManager.AuthenticateNewSessionInternal).
+        self.allowed_devices: dict[str, set[str]] = {}
         #: Users see missing (virtual) episodes in /Shows/{id}/Episodes unless
         #: isMissing=false, as with DisplayMissingEpisodes on (pessimistic;
         #: API keys always do, TvShowsController).
@@ -346,6 +350,8 @@ class JellyfinSimulator(SimServer):
         if user not in self.users or self.users[user] != (password or ""):
             return web.Response(status=401, text="Error processing request.")
         user_id, device = self.user_ids[user], fields["DeviceId"]
+        if device not in self.allowed_devices.get(user, {device}):
+            return web.Response(status=403, text="Error processing request.")
         # The same user and DeviceId: older tokens are logged out.
         for token, owner in list(self.tokens.items()):
             if owner == (user_id, device):

@@ -33,6 +33,17 @@ class MediaServerAuthError(MediaServerError):
     """The server refused our credentials (HTTP 401, or 403 on Jellyfin's socket)."""
 
 
+class MediaServerForbiddenError(MediaServerError):
+    """HTTP 403: the server knows the account but refuses it this request.
+
+    Jellyfin answers so when the user may not sign in from this device or is
+    at their maximum number of sessions (a ``SecurityException``, docs:
+    jellyfin §1: "error, no retry loop"). Neither a reauth (the same password
+    is refused again) nor a protocol fault (a full sync would be refused
+    too): the user has to change the account's settings on the server.
+    """
+
+
 class MediaServerProtocolError(MediaServerError):
     """The server answered, but not as the API promises.
 

@@ -19,6 +19,7 @@ import aiohttp
 from .errors import (
     MediaServerAuthError,
     MediaServerConnectionError,
+    MediaServerForbiddenError,
     MediaServerHostNotFoundError,
     MediaServerNotFoundError,
     MediaServerProtocolError,
@@ -114,6 +115,8 @@ class HttpTransport:
             raise MediaServerRedirectError(
                 f"{self._server} answered {status} (a redirect) to {path}", status=status
             )
+        if status == 403:
+            raise MediaServerForbiddenError(f"{self._server} refused {path} to this account")
         if status == 404:
             raise MediaServerNotFoundError(f"{self._server} has no {path}")
         if status == 429 or status >= 500:

@@ -31,6 +31,7 @@ import orjson
 
 from .errors import (
     MediaServerAuthError,
+    MediaServerForbiddenError,
     MediaServerNotFoundError,
     MediaServerProtocolError,
     WrongServerError,
@@ -219,7 +220,12 @@ class JellyfinClient(HttpClient):
         """Check that the URL is a Jellyfin server (no auth needed); remember its version."""
         try:
             info = await self._request("GET", "/System/Info/Public")
-        except (MediaServerProtocolError, MediaServerNotFoundError, MediaServerAuthError) as err:
+        except (
+            MediaServerProtocolError,
+            MediaServerNotFoundError,
+            MediaServerAuthError,
+            MediaServerForbiddenError,  # a public route refused: something else answers
+        ) as err:
             raise WrongServerError("the URL does not answer like a Jellyfin server") from err
         if not isinstance(info, dict) or "Jellyfin" not in str(info.get("ProductName", "")):
             raise WrongServerError("the URL does not answer like a Jellyfin server")

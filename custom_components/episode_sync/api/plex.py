@@ -27,6 +27,7 @@ import orjson
 
 from .errors import (
     MediaServerAuthError,
+    MediaServerForbiddenError,
     MediaServerNotFoundError,
     MediaServerProtocolError,
     WrongServerError,
@@ -196,7 +197,11 @@ class PlexClient(HttpClient):
                 container = await self._get("/identity", auth=False)
             except MediaServerAuthError:
                 container = await self._get("/identity")
-        except (MediaServerProtocolError, MediaServerNotFoundError) as err:
+        except (
+            MediaServerProtocolError,
+            MediaServerNotFoundError,
+            MediaServerForbiddenError,  # Plex answers 401, not 403: something else answers
+        ) as err:
             raise WrongServerError("the URL does not answer like a Plex server") from err
         machine = container.get("machineIdentifier")
         if not machine:
