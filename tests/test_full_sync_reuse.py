@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable
+from dataclasses import replace
 from typing import Any
 
 import aiohttp
@@ -108,6 +109,9 @@ async def test_layout_1_1_is_migrated_on_load(
     key = f"{DOMAIN}.{entry.entry_id}.library"
     stored = hass_storage[key]
     assert stored["minor_version"] == 2
+    for library in stored["data"]["libraries"]:
+        for show in library["shows"]:
+            del show[6:]  # written before a show's lastViewedAt was kept
     synced = decode_mirror(stored["data"])
     for library in stored["data"]["libraries"]:
         for show in library["shows"]:
@@ -184,6 +188,7 @@ async def test_a_large_mirror_is_decoded_and_migrated_in_steps() -> None:
 
     for show in data["libraries"][0]["shows"]:
         show[5] = orjson.loads(show[5])  # layout 1.1
+        del show[6:]
     _, turns = await _loop_turns_during(_rows_to_strings(data))
     assert turns >= 1
     assert decode_mirror(data) == mirror
@@ -206,3 +211,21 @@ async def test_reuse_swaps_each_page_inside_the_block_only() -> None:
     assert inside == [-row for row in range(12)]
     assert pages == [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9], [10, 11]]  # one call per page
     assert outside == list(range(12))
+
+
+async def test_a_shows_latest_view_is_stored_after_its_rows() -> None:
+    """Appended after the rows: a file written before reads it as unknown (None)."""
+    mirror = _large_mirror(shows=2, episodes=3)
+    library = mirror.libraries["1"]
+    first = library.shows["s0"]
+    viewed = replace(first, show=replace(first.show, last_viewed_at=1_700_000_123))
+    mirror = replace(
+        mirror, libraries={"1": replace(library, shows={**library.shows, "s0": viewed})}
+    )
+    data = orjson.loads(orjson.dumps(await encode_mirror(mirror)))
+    assert [show[6] for show in data["libraries"][0]["shows"]] == [1_700_000_123, None]
+    assert decode_mirror(data) == mirror
+
+    for show in data["libraries"][0]["shows"]:
+        del show[6:]
+    assert decode_mirror(data).libraries["1"].shows["s0"].show.last_viewed_at is None

@@ -213,6 +213,41 @@ async def test_marked_watched_caught_by_hourly_show_check(
     )
 
 
+async def test_watch_swap_within_a_show_is_seen_by_its_latest_view(
+    hass: HomeAssistant,
+    plex_sim: PlexSimulator,
+    freezer: FrozenDateTimeFactory,
+    hass_storage: dict[str, Any],
+) -> None:
+    """One episode watched and another of the same show unwatched leave the counts as they were.
+
+    The show's ``lastViewedAt`` moved, so the hourly show check re-lists that
+    show (and only that one), and the mirror has both flags right.
+    """
+    show = next(iter(plex_sim.model.libraries[tv_library_ids(plex_sim.model)[0]].shows.values()))
+    first, second = list(show.episodes)[:2]
+    plex_sim.model.set_watched(first)
+    entry = plex_entry(plex_sim)
+    await setup_entry(hass, entry)
+
+    plex_sim.model.clock.advance(60)
+    plex_sim.model.set_watched(second)
+    plex_sim.model.set_watched(first, watched=False)
+    plex_sim.clear_log()
+    await next_poll(hass, freezer, timedelta(hours=1))
+
+    assert [r.path for r in plex_sim.requests if r.path.endswith("/allLeaves")] == [
+        f"/library/metadata/{show.id}/allLeaves"
+    ]
+    watched = {e.id for _, _, e in stored_mirror(hass_storage, entry).episodes() if e.watched}
+    assert watched == {second}
+
+    # Nothing watched since: the next hourly check re-lists no show.
+    plex_sim.clear_log()
+    await next_poll(hass, freezer, timedelta(hours=1))
+    assert not any(r.path.endswith("/allLeaves") for r in plex_sim.requests)
+
+
 async def test_marked_watched_with_marker_bump(
     hass: HomeAssistant,
     plex_sim: PlexSimulator,

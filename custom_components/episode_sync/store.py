@@ -138,6 +138,7 @@ async def encode_mirror(mirror: Mirror) -> dict[str, Any]:
                     show.watched_count,
                     show.thumb,
                     orjson.Fragment(orjson.dumps(orjson.dumps(rows).decode())),
+                    show.last_viewed_at,
                 ]
             )
             done += len(rows) + 1
@@ -188,7 +189,10 @@ def _decode(data: Mapping[str, Any]) -> Generator[None, None, Mirror]:
         for lib in data["libraries"]:
             library_id = str(lib["id"])
             shows: dict[str, ShowMirror] = {}
-            for show_id, title, count, watched, thumb, rows in lib["shows"]:
+            for stored in lib["shows"]:
+                # Fields after the rows are appended: files written before lack them.
+                show_id, title, count, watched, thumb, rows, *later = stored
+                (last_viewed_at,) = (*later, None)[:1]
                 show = Show(
                     id=str(show_id),
                     library_id=library_id,
@@ -196,6 +200,7 @@ def _decode(data: Mapping[str, Any]) -> Generator[None, None, Mirror]:
                     episode_count=int(count),
                     watched_count=int(watched),
                     thumb=thumb,
+                    last_viewed_at=last_viewed_at,
                 )
                 episodes: dict[str, EpisodeRow] = {}
                 for row in orjson.loads(rows):

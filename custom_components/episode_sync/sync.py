@@ -972,7 +972,15 @@ def _agrees(show: Show, fresh: Mapping[str, EpisodeRow] | None, old: ShowMirror 
     so re-fetching the show on every sync would change nothing (docs: plex
     §9.3(b), "store the server's leafCount, so that a persistent mismatch such
     as trash does not trigger a sweep on every poll").
+
+    A show whose latest view moved disagrees whatever its counts: one episode
+    watched and another unwatched leave them as they were (docs: plex
+    §9.3(b), "or when viewedLeafCount or lastViewedAt changed"). A latest
+    view the mirror does not know yet (a first watch, which moves the counts
+    anyway, or a store from before it was kept) is adopted without a repair.
     """
+    if old is not None and old.show.last_viewed_at not in (None, show.last_viewed_at):
+        return False
     if fresh is None and old is not None and old.show == show:
         return True
     if fresh is not None:

@@ -57,7 +57,9 @@ class Show:
     ``episode_count`` counts the show's real episodes (Plex ``leafCount``,
     Jellyfin ``RecursiveItemCount``) and ``watched_count`` the watched ones
     (Plex ``viewedLeafCount``, Jellyfin ``RecursiveItemCount -
-    UnplayedItemCount``).
+    UnplayedItemCount``). ``last_viewed_at`` is the latest view of any of its
+    episodes where the server says (Plex ``lastViewedAt``, epoch s): it moves
+    when one episode is watched and another unwatched, which the counts hide.
     """
 
     id: str
@@ -66,6 +68,7 @@ class Show:
     episode_count: int
     watched_count: int
     thumb: str | None = None
+    last_viewed_at: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

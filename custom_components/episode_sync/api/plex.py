@@ -317,6 +317,8 @@ def _show(row: Mapping[str, Any], library_id: str) -> Show:
             episode_count=to_int(row.get("leafCount"), 0) or 0,
             watched_count=to_int(row.get("viewedLeafCount"), 0) or 0,
             thumb=row.get("thumb"),
+            # Present once something was watched (docs: plex §9.3(b)).
+            last_viewed_at=to_int(row.get("lastViewedAt")),
         )
     except KeyError as err:
         raise MediaServerProtocolError("Plex sent a show without ratingKey") from err
