@@ -237,25 +237,34 @@ async def test_force_full_sync_of_every_server_goes_on_past_one_that_fails(
 async def test_a_reload_keeps_the_look_a_push_message_asked_for(
     hass: HomeAssistant, plex_sim: PlexSimulator
 ) -> None:
-    """A library reported changed but not yet synced is looked at after a reload."""
+    """A library reported changed, or an episode played, but not yet synced: seen after a reload."""
     entry = plex_entry(plex_sim)
     await setup_entry(hass, entry)
     library = tv_library_ids(plex_sim.model)[0]
-    entry.runtime_data.coordinator.dirty_libraries.add(library)  # as a push message does
+    show = next(iter(plex_sim.model.libraries[library].shows.values()))
+    coordinator = entry.runtime_data.coordinator
+    coordinator.dirty_libraries.add(library)  # as push messages do
+    coordinator.played_items.add(next(iter(show.episodes)))
 
     def deltas() -> int:
         return sum(1 for r in plex_sim.requests if "updatedAt>>" in r.query)
 
+    def repairs() -> list[str]:
+        return [r.path for r in plex_sim.requests if r.path.endswith("/allLeaves")]
+
     plex_sim.clear_log()
     assert await hass.config_entries.async_reload(entry.entry_id)
     await hass.async_block_till_done()
-    # Its marker did not move, yet the new coordinator's first sync asks its delta.
+    # Its marker did not move, yet the new coordinator's first sync asks its
+    # delta, and re-lists the played episode's show.
     assert deltas() == 1
+    assert repairs() == [f"/library/metadata/{show.id}/allLeaves"]
     assert not entry.runtime_data.coordinator.dirty_libraries
+    assert not entry.runtime_data.coordinator.played_items
     plex_sim.clear_log()
     assert await hass.config_entries.async_reload(entry.entry_id)
     await hass.async_block_till_done()
-    assert deltas() == 0  # owed once, looked at once
+    assert (deltas(), repairs()) == (0, [])  # owed once, looked at once
 
 
 async def test_force_full_sync_for_all_or_unknown_entries(
@@ -332,6 +341,7 @@ async def test_diagnostics_are_redacted_and_capped(
     assert diagnostics["sync"]["owed"] == {
         "full_sync": False,
         "dirty_libraries": [],
+        "played_items": 0,
         "delta_failures": 0,
     }
     assert diagnostics["sync"]["paused_for_s"] == 0

@@ -440,6 +440,34 @@ async def test_jellyfin_played_toggle_and_removal(
     assert state_of(hass, entry, "sensor", "episodes") == "99"
 
 
+async def test_jellyfin_watch_swap_in_one_show_is_seen(
+    hass: HomeAssistant,
+    jellyfin_sim: JellyfinSimulator,
+    freezer: FrozenDateTimeFactory,
+    hass_storage: dict[str, Any],
+) -> None:
+    """One episode played and another of the same show unplayed before the debounce ends.
+
+    The show's counts are as they were and no delta lists user data: the
+    episodes UserDataChanged named get their show re-listed, in the one sync.
+    """
+    show = _first_show(jellyfin_sim)
+    first, second = list(show.episodes)[:2]
+    jellyfin_sim.model.set_watched(first)
+    entry = await _jellyfin_connected(hass, freezer, jellyfin_sim)
+
+    jellyfin_sim.model.set_watched(second)
+    jellyfin_sim.model.set_watched(first, watched=False)
+    await _settle(hass, freezer, entry, jellyfin_sim)
+
+    assert _syncs(jellyfin_sim) == 1
+    assert jellyfin_sim.count(f"/Shows/{show.id}/Episodes") == 1
+    assert sum(r.path.endswith("/Episodes") for r in jellyfin_sim.requests) == 1
+    watched = {e.id for _, _, e in stored_mirror(hass_storage, entry).episodes() if e.watched}
+    assert watched == {second}
+    assert not entry.runtime_data.coordinator.played_items
+
+
 async def test_jellyfin_keepalive_every_half_of_force_keepalive(
     hass: HomeAssistant, jellyfin_sim: JellyfinSimulator, freezer: FrozenDateTimeFactory
 ) -> None:

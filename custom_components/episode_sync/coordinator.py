@@ -73,6 +73,7 @@ class Owed:
 
     force_full: bool = False
     dirty_libraries: set[str] = field(default_factory=set)
+    played_items: set[str] = field(default_factory=set)
     #: Syncs in a row whose incremental attempt met a protocol error and ran full.
     delta_failures: int = 0
 
@@ -228,6 +229,9 @@ class EpisodeSyncCoordinator(DataUpdateCoordinator[SyncSnapshot]):
         self._delta_failures = owed.delta_failures
         #: Libraries a push channel reported changed, looked at by the next sync.
         self.dirty_libraries = owed.dirty_libraries
+        #: Episodes and shows a push channel reported played or unplayed: the
+        #: next sync re-lists their shows.
+        self.played_items = owed.played_items
         #: Called with the events' data of every new episode (the event entity).
         self.new_episode_listeners: list[Callable[[dict[str, Any]], None]] = []
         #: ``time.monotonic()`` before which no sync asks the server (its ``Retry-After``).
@@ -261,7 +265,12 @@ class EpisodeSyncCoordinator(DataUpdateCoordinator[SyncSnapshot]):
     @property
     def owed(self) -> Owed:
         """What the next sync still owes (diagnostics show it too)."""
-        return Owed(self._force_full, set(self.dirty_libraries), self._delta_failures)
+        return Owed(
+            self._force_full,
+            set(self.dirty_libraries),
+            set(self.played_items),
+            self._delta_failures,
+        )
 
     @property
     def paused_for(self) -> float:
@@ -307,11 +316,15 @@ class EpisodeSyncCoordinator(DataUpdateCoordinator[SyncSnapshot]):
             )
         force, self._force_full = self._force_full, False
         dirty, self.dirty_libraries = self.dirty_libraries, set()
+        played, self.played_items = self.played_items, set()
         try:
-            result = await self.engine.sync(self.mirror, self.state, force_full=force, dirty=dirty)
+            result = await self.engine.sync(
+                self.mirror, self.state, force_full=force, dirty=dirty, played=played
+            )
         except MediaServerError as err:
             self._force_full = force  # a forced sync that could not run stays owed
             self.dirty_libraries |= dirty  # and so does a look at a dirty library
+            self.played_items |= played
             raise self._failure(err) from err
 
         await self.store.async_save(

@@ -69,11 +69,13 @@ async def async_get_config_entry_diagnostics(
             "last_incremental_sync": state.last_incremental_sync,
             "held_back": dict(state.held_back),
             "library_store_writes": coordinator.store.library_writes,
-            # What the next sync owes (a forced full sync, libraries a push
-            # message reported), and how long the server asked us to wait.
+            # What the next sync owes (a forced full sync, libraries and
+            # played items a push message reported), and how long the server
+            # asked us to wait.
             "owed": {
                 "full_sync": (owed := coordinator.owed).force_full,
                 "dirty_libraries": sorted(owed.dirty_libraries),
+                "played_items": len(owed.played_items),
                 "delta_failures": owed.delta_failures,
             },
             "paused_for_s": round(coordinator.paused_for),

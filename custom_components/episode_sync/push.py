@@ -29,7 +29,13 @@ from homeassistant.helpers.debounce import Debouncer
 
 from .api.errors import MediaServerAuthError, MediaServerError
 from .api.jellyfin import JellyfinClient
-from .api.push import JellyfinNotifications, NotificationSocket, PlexNotifications, PushHint
+from .api.push import (
+    HintKind,
+    JellyfinNotifications,
+    NotificationSocket,
+    PlexNotifications,
+    PushHint,
+)
 from .const import (
     CONF_LIBRARIES,
     CONF_PUSH_SCAN_INTERVAL,
@@ -135,6 +141,11 @@ class PushListener:
         # Dirty now, so that a poll running before the debounce ends sees them too.
         self._coordinator.dirty_libraries.update(
             h.library_id for h in wanted if h.library_id is not None
+        )
+        # Played state is in no delta, and a swap within one show hides from
+        # its counts: the sync re-lists the shows of the items named.
+        self._coordinator.played_items.update(
+            h.item_id for h in wanted if h.kind is HintKind.USER_DATA and h.item_id is not None
         )
         self._debouncer.async_schedule_call()
 

@@ -548,11 +548,15 @@ class SyncEngine:
         *,
         force_full: bool = False,
         dirty: Collection[str] = (),
+        played: Collection[str] = (),
     ) -> SyncResult:
         """Bring the mirror up to date; raise the backend's errors when it cannot.
 
         ``dirty`` libraries (a push channel reported a change there) are
-        looked at even when their marker is the one stored.
+        looked at even when their marker is the one stored. The shows of the
+        ``played`` items (episodes or shows a push channel reported played or
+        unplayed) are re-listed: one episode watched and another unwatched
+        leave a show's counts as they were, and no delta lists user data.
 
         Auth and connection errors propagate unchanged: nothing is committed
         and the caller retries later. A protocol error or an inconsistent
@@ -560,16 +564,22 @@ class SyncEngine:
         same run.
         """
         self._backend.reset_stats()
-        return await self._verified(mirror, await self._run(mirror, state, force_full, dirty))
+        run = self._run(mirror, state, force_full, dirty, played)
+        return await self._verified(mirror, await run)
 
     async def _run(
-        self, mirror: Mirror, state: SyncState, force_full: bool, dirty: Collection[str]
+        self,
+        mirror: Mirror,
+        state: SyncState,
+        force_full: bool,
+        dirty: Collection[str],
+        played: Collection[str],
     ) -> SyncResult:
         started = self._clock()
         reason = self._full_sync_reason(mirror, state, force_full=force_full, now=started)
         if reason is None:
             try:
-                return await self._incremental(mirror, state, started, dirty)
+                return await self._incremental(mirror, state, started, dirty, played)
             except MediaServerProtocolError:
                 reason = FullSyncReason.PROTOCOL_ERROR
             except InconsistentSyncError:
@@ -692,12 +702,19 @@ class SyncEngine:
     # -- incremental sync -------------------------------------------------------------
 
     async def _incremental(
-        self, mirror: Mirror, state: SyncState, started: float, dirty: Collection[str] = ()
+        self,
+        mirror: Mirror,
+        state: SyncState,
+        started: float,
+        dirty: Collection[str] = (),
+        played: Collection[str] = (),
     ) -> SyncResult:
         backend = self._backend
         assert state.cursor is not None
         builder = self._builder(mirror)
         libraries = {lid: lib for lid, lib in mirror.libraries.items() if lid in self._library_ids}
+        recheck = _shows_holding(libraries, played)
+        dirty = {*dirty, *recheck.values()}
         if libraries.keys() != mirror.libraries.keys():
             builder.structure_changed = True  # the user unselected a library
         markers = dict(state.markers)
@@ -770,7 +787,7 @@ class SyncEngine:
             delta = await self._delta(state, list(shows_of))
             for library_id, shows in shows_of.items():
                 libraries[library_id], vanished = await self._apply_delta(
-                    builder, libraries[library_id], shows, delta
+                    builder, libraries[library_id], shows, delta, recheck.keys()
                 )
                 shows_checked[library_id] = started
                 if vanished:  # maybe a proxy's 404: the next sync looks again
@@ -815,10 +832,12 @@ class SyncEngine:
         library: LibraryMirror,
         shows: list[Show],
         delta: list[EpisodeRow],
+        recheck: Collection[str] = (),
     ) -> tuple[LibraryMirror, bool]:
         """Apply a library's show listing and the delta, then repair the shows that disagree.
 
-        Also tell whether a listed show vanished before its repair (a 404).
+        The ``recheck`` shows are repaired whatever their counts say. Also
+        tell whether a listed show vanished before its repair (a 404).
         """
         listed = {show.id: show for show in shows}
         fresh: dict[str, dict[str, EpisodeRow]] = {}
@@ -834,7 +853,8 @@ class SyncEngine:
         suspects = [
             show
             for show in shows
-            if not _agrees(show, fresh.get(show.id), library.shows.get(show.id))
+            if show.id in recheck
+            or not _agrees(show, fresh.get(show.id), library.shows.get(show.id))
         ]
         repairs = await self._gather(self._repair(library.id, show.id) for show in suspects)
         gone: set[str] = set()
@@ -961,6 +981,24 @@ class SyncEngine:
     async def _gather[T](self, jobs: Iterable[Awaitable[T]]) -> list[T]:
         """Run jobs with at most ``max_concurrency`` at once; fail fast on the first error."""
         return await bounded_gather(jobs, self._max_concurrency)
+
+
+def _shows_holding(
+    libraries: Mapping[str, LibraryMirror], items: Collection[str]
+) -> dict[str, str]:
+    """The mirrored shows that are, or hold, one of ``items``: show id -> library id.
+
+    ``items`` are the few ids a push channel named, so each show is asked
+    about each of them rather than each episode about the set.
+    """
+    if not items:
+        return {}
+    return {
+        show_id: library.id
+        for library in libraries.values()
+        for show_id, entry in library.shows.items()
+        if show_id in items or any(item in entry.rows for item in items)
+    }
 
 
 def _agrees(show: Show, fresh: Mapping[str, EpisodeRow] | None, old: ShowMirror | None) -> bool:
