@@ -7,7 +7,7 @@ from typing import Any
 
 from freezegun.api import FrozenDateTimeFactory
 from homeassistant.config_entries import ConfigEntryState
-from homeassistant.const import EVENT_HOMEASSISTANT_STARTED
+from homeassistant.const import EVENT_HOMEASSISTANT_STARTED, EVENT_HOMEASSISTANT_STOP
 from homeassistant.core import CoreState, HomeAssistant
 from homeassistant.exceptions import HomeAssistantError, ServiceValidationError
 from homeassistant.helpers import (
@@ -208,6 +208,39 @@ async def test_force_full_sync_that_cannot_run_says_so_and_stays_owed(
     assert state_of(hass, entry, "sensor", "sync_mode") == "full"
     await next_poll(hass, freezer)  # and only once
     assert state_of(hass, entry, "sensor", "sync_mode") == "incremental"
+
+
+async def test_what_is_owed_is_kept_in_the_status_file_for_a_restart(
+    hass: HomeAssistant, plex_sim: PlexSimulator, hass_storage: dict[str, Any]
+) -> None:
+    """Stopping Home Assistant unloads no entry: the stop itself writes what is owed."""
+    entry = plex_entry(plex_sim)
+    await setup_entry(hass, entry)
+    key = f"{DOMAIN}.{entry.entry_id}.status"
+    status = hass_storage[key]
+    coordinator = entry.runtime_data.coordinator
+    plex_sim.add_fault(Fault(kind="status", status=500, times=-1))
+    with pytest.raises(HomeAssistantError):
+        await coordinator.async_force_full_sync()
+    coordinator.played_items.add("123")
+    assert hass_storage[key] == status  # a failed sync writes nothing
+
+    hass.bus.async_fire(EVENT_HOMEASSISTANT_STOP)
+    await hass.async_block_till_done()
+    assert hass_storage[key]["data"]["owed"] == {
+        "full_sync": True,
+        "dirty_libraries": [],
+        "played_items": ["123"],
+        "delta_failures": 0,
+    }
+
+    # The next start runs the full sync it owed, and then owes nothing.
+    plex_sim.clear_faults()
+    assert await hass.config_entries.async_reload(entry.entry_id)
+    await hass.async_block_till_done()
+    assert state_of(hass, entry, "sensor", "sync_mode") == "full"
+    assert hass_storage[key]["data"]["owed"]["full_sync"] is False
+    assert hass_storage[key]["data"]["owed"]["played_items"] == []
 
 
 async def _both_servers(

@@ -202,6 +202,21 @@ async def test_store_of_the_wrong_shape_is_logged_and_rebuilt(
     assert any("a full sync will rebuild it" in r.getMessage() for r in warnings)
 
 
+@pytest.mark.parametrize("owed", ["garbage", {"delta_failures": "many"}, None])
+async def test_unreadable_owed_part_owes_nothing_and_keeps_the_mirror(
+    hass: HomeAssistant, plex_sim: PlexSimulator, hass_storage: dict[str, Any], owed: Any
+) -> None:
+    """What was owed is a hint; the mirror and its bookkeeping are good without it."""
+    entry = await _synced_then_unloaded(hass, plex_sim, hass_storage)
+    hass_storage[_keys(entry)["status"]]["data"]["owed"] = owed
+    plex_sim.clear_log()
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    await hass.async_block_till_done()
+    assert state_of(hass, entry, "sensor", "sync_mode") == "incremental"
+    assert [r.path for r in plex_sim.requests] == ["/", "/library/sections"]
+    _assert_in_sync(hass, plex_sim, entry, hass_storage)
+
+
 async def test_library_write_that_failed_is_found_at_the_next_start(
     hass: HomeAssistant,
     plex_sim: PlexSimulator,

@@ -14,7 +14,7 @@ from homeassistant.helpers.typing import ConfigType
 from .api.errors import MediaServerAuthError, MediaServerError
 from .client import MediaClient, create_client
 from .const import CONF_MAX_CONCURRENCY, DOMAIN, option
-from .coordinator import OWED, EpisodeSyncCoordinator, failure_key
+from .coordinator import EpisodeSyncCoordinator, failure_key
 from .image_proxy import EpisodeImageView
 from .push import PushListener, async_start_push
 from .services import async_setup_services
@@ -88,8 +88,7 @@ async def async_unload_entry(hass: HomeAssistant, entry: EpisodeSyncConfigEntry)
 
 
 async def async_remove_entry(hass: HomeAssistant, entry: EpisodeSyncConfigEntry) -> None:
-    """Delete both stored files with the entry, and what its last coordinator still owed."""
-    hass.data.get(OWED, {}).pop(entry.entry_id, None)
+    """Delete both stored files with the entry (what the next sync owed with them)."""
     await EpisodeSyncStore(hass, entry.entry_id).async_remove()
 
 

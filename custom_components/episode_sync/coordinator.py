@@ -15,13 +15,13 @@ import math
 import time
 from typing import TYPE_CHECKING, Any
 
-from homeassistant.core import HomeAssistant, callback
+from homeassistant.const import EVENT_HOMEASSISTANT_STOP
+from homeassistant.core import CALLBACK_TYPE, Event, HomeAssistant, callback
 from homeassistant.exceptions import ConfigEntryAuthFailed, ConfigEntryError, HomeAssistantError
 from homeassistant.helpers import device_registry as dr, issue_registry as ir
 from homeassistant.helpers.start import async_at_started
 from homeassistant.helpers.update_coordinator import DataUpdateCoordinator
 from homeassistant.util import dt as dt_util
-from homeassistant.util.hass_dict import HassKey
 
 from .api.errors import (
     MediaServerAuthError,
@@ -50,7 +50,7 @@ from .const import (
     option,
 )
 from .image_proxy import ImagePaths
-from .store import EpisodeSyncStore
+from .store import EpisodeSyncStore, Owed
 from .sync import FullSyncReason, Mirror, SyncEngine, SyncMode, SyncResult, SyncState
 
 if TYPE_CHECKING:
@@ -60,26 +60,6 @@ if TYPE_CHECKING:
 DELTA_FAILURES_FOR_ISSUE = 3
 #: The longest ``Retry-After`` obeyed (s): a server asking for more is asked again then.
 MAX_RETRY_AFTER = 3600.0
-
-
-@dataclass(slots=True)
-class Owed:
-    """What a coordinator still owes, handed to the entry's next one on a reload.
-
-    A reauth or an options change reloads the entry: a forced full sync that a
-    refused token interrupted, or a library a push message reported changed,
-    must not be forgotten with the old coordinator.
-    """
-
-    force_full: bool = False
-    dirty_libraries: set[str] = field(default_factory=set)
-    played_items: set[str] = field(default_factory=set)
-    #: Syncs in a row whose incremental attempt met a protocol error and ran full.
-    delta_failures: int = 0
-
-
-#: Entry id → what its unloaded coordinator still owed.
-OWED: HassKey[dict[str, Owed]] = HassKey(f"{DOMAIN}_owed")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -224,14 +204,17 @@ class EpisodeSyncCoordinator(DataUpdateCoordinator[SyncSnapshot]):
         self.mirror = Mirror()
         self.state = SyncState()
         self.last_result: SyncResult | None = None
-        owed = hass.data.setdefault(OWED, {}).pop(entry.entry_id, Owed())
-        self._force_full = owed.force_full
-        self._delta_failures = owed.delta_failures
+        # What the next sync owes; the stored part is added once it is loaded.
+        self._force_full = False
+        self._delta_failures = 0
         #: Libraries a push channel reported changed, looked at by the next sync.
-        self.dirty_libraries = owed.dirty_libraries
+        self.dirty_libraries: set[str] = set()
         #: Episodes and shows a push channel reported played or unplayed: the
         #: next sync re-lists their shows.
-        self.played_items = owed.played_items
+        self.played_items: set[str] = set()
+        self._unsub_stop: CALLBACK_TYPE | None = hass.bus.async_listen_once(
+            EVENT_HOMEASSISTANT_STOP, self._async_stopping
+        )
         #: Called with the events' data of every new episode (the event entity).
         self.new_episode_listeners: list[Callable[[dict[str, Any]], None]] = []
         #: ``time.monotonic()`` before which no sync asks the server (its ``Retry-After``).
@@ -241,8 +224,13 @@ class EpisodeSyncCoordinator(DataUpdateCoordinator[SyncSnapshot]):
         self._unannounced: list[EpisodeRow] | None = []
 
     async def _async_setup(self) -> None:
-        """Load the stored mirror once, before the first sync."""
+        """Load the stored mirror, and what the last coordinator owed, before the first sync."""
         self.mirror, self.state = await self.store.async_load()
+        owed = self.store.owed
+        self._force_full |= owed.force_full
+        self._delta_failures = owed.delta_failures
+        self.dirty_libraries |= owed.dirty_libraries
+        self.played_items |= owed.played_items
 
     @callback
     def async_start_announcing(self) -> None:
@@ -280,8 +268,15 @@ class EpisodeSyncCoordinator(DataUpdateCoordinator[SyncSnapshot]):
     async def async_shutdown(self) -> None:
         """Stop, leaving what is still owed for the entry's next coordinator."""
         await super().async_shutdown()
-        if (owed := self.owed) != Owed():
-            self.hass.data.setdefault(OWED, {})[self.config_entry.entry_id] = owed
+        if self._unsub_stop is not None:
+            self._unsub_stop()
+            self._unsub_stop = None
+        await self.store.async_save_owed(self.owed)
+
+    async def _async_stopping(self, _event: Event) -> None:
+        """Home Assistant stops (entries are not unloaded): keep what is owed for the restart."""
+        self._unsub_stop = None  # a listener that fired is gone already
+        await self.store.async_save_owed(self.owed)
 
     async def async_force_full_sync(self) -> None:
         """Run a full sync now (action and button); say so when it could not run.
@@ -327,8 +322,12 @@ class EpisodeSyncCoordinator(DataUpdateCoordinator[SyncSnapshot]):
             self.played_items |= played
             raise self._failure(err) from err
 
+        self._report_delta_failures(result)  # counted in what is owed, saved next
         await self.store.async_save(
-            result.state, _summary(result), result.mirror if result.mirror_changed else None
+            result.state,
+            _summary(result),
+            result.mirror if result.mirror_changed else None,
+            self.owed,
         )
         self.mirror, self.state, self.last_result = result.mirror, result.state, result
         LOGGER.debug(
@@ -342,7 +341,6 @@ class EpisodeSyncCoordinator(DataUpdateCoordinator[SyncSnapshot]):
             result.duration,
         )
         self._report_held_back(result)
-        self._report_delta_failures(result)
         if new := result.new_episodes:
             if self._unannounced is not None:
                 self._unannounced.extend(new)

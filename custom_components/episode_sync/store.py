@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Generator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from homeassistant.core import HomeAssistant
@@ -60,6 +61,45 @@ _EPISODE_FIELDS = (
     "duration",
     "air_time",
 )
+
+
+@dataclass(slots=True)
+class Owed:
+    """What the next sync still owes, kept in the status file.
+
+    A reload (a reauth, an options change) or a restart must not forget a
+    forced full sync that could not run, a library a push message reported
+    changed, or the played episodes it named.
+    """
+
+    force_full: bool = False
+    dirty_libraries: set[str] = field(default_factory=set)
+    played_items: set[str] = field(default_factory=set)
+    #: Syncs in a row whose incremental attempt met a protocol error and ran full.
+    delta_failures: int = 0
+
+
+def encode_owed(owed: Owed) -> dict[str, Any]:
+    """Turn what is owed into JSON-ready data."""
+    return {
+        "full_sync": owed.force_full,
+        "dirty_libraries": sorted(owed.dirty_libraries),
+        "played_items": sorted(owed.played_items),
+        "delta_failures": owed.delta_failures,
+    }
+
+
+def decode_owed(data: Any) -> Owed:
+    """Rebuild what is owed; anything unreadable owes nothing (the mirror is still good)."""
+    try:
+        return Owed(
+            force_full=data.get("full_sync") is True,
+            dirty_libraries={str(i) for i in data.get("dirty_libraries", ())},
+            played_items={str(i) for i in data.get("played_items", ())},
+            delta_failures=int(data.get("delta_failures", 0)),
+        )
+    except (AttributeError, TypeError, ValueError):
+        return Owed()
 
 
 class _VersionedStore(Store[dict[str, Any]]):
@@ -330,6 +370,10 @@ class EpisodeSyncStore:
         self._generation = 0
         #: Summary of the last sync, as stored in the status store.
         self.last_result: dict[str, Any] = {}
+        #: What the next sync owes, as stored in the status store.
+        self.owed = Owed()
+        #: The status file as last written or read (None: there is none).
+        self._status_data: dict[str, Any] | None = None
 
     async def async_load(self) -> tuple[Mirror, SyncState]:
         """Load the mirror and bookkeeping; an unreadable pair means "start over".
@@ -356,6 +400,8 @@ class EpisodeSyncStore:
                 return Mirror(), SyncState()
             self._generation = int(library.get("generation") or 0)
             self.last_result = dict(status.get("last_result") or {})
+            self.owed = decode_owed(status.get("owed", {}))
+            self._status_data = status
         except (ValueError, OSError, HomeAssistantError) as err:
             # HomeAssistantError: Store's JSON loader wraps an unreadable file (OSError).
             LOGGER.warning("Stored mirror is unreadable, a full sync will rebuild it: %s", err)
@@ -363,7 +409,7 @@ class EpisodeSyncStore:
         return mirror, state
 
     async def async_save(
-        self, state: SyncState, last_result: dict[str, Any], mirror: Mirror | None
+        self, state: SyncState, last_result: dict[str, Any], mirror: Mirror | None, owed: Owed
     ) -> None:
         """Persist a committed sync: the mirror only when it changed (``mirror`` not None)."""
         if mirror is not None:
@@ -372,13 +418,30 @@ class EpisodeSyncStore:
             await self._library.async_save({**encoded, "generation": self._generation})
             self.library_writes += 1
         self.last_result = last_result
-        await self._status.async_save(
+        await self._write_status(
             {
                 **encode_state(state),
                 "last_result": last_result,
                 "library_generation": self._generation,
-            }
+            },
+            owed,
         )
+
+    async def async_save_owed(self, owed: Owed) -> None:
+        """Persist what the next sync owes, when it changed since the last write.
+
+        Nothing is written before the first committed sync: that sync is a
+        full one, which owes nothing afterwards.
+        """
+        if self._status_data is not None and owed != self.owed:
+            await self._write_status(self._status_data, owed)
+
+    async def _write_status(self, data: dict[str, Any], owed: Owed) -> None:
+        self._status_data = {**data, "owed": encode_owed(owed)}
+        self.owed = Owed(
+            owed.force_full, set(owed.dirty_libraries), set(owed.played_items), owed.delta_failures
+        )
+        await self._status.async_save(self._status_data)
 
     async def async_remove(self) -> None:
         """Delete both files (the config entry is being removed)."""
