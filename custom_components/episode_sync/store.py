@@ -232,7 +232,7 @@ def _decode(data: Mapping[str, Any]) -> Generator[None, None, Mirror]:
             for stored in lib["shows"]:
                 # Fields after the rows are appended: files written before lack them.
                 show_id, title, count, watched, thumb, rows, *later = stored
-                (last_viewed_at,) = (*later, None)[:1]
+                last_viewed_at = later[0] if later else None
                 show = Show(
                     id=str(show_id),
                     library_id=library_id,
@@ -438,9 +438,7 @@ class EpisodeSyncStore:
 
     async def _write_status(self, data: dict[str, Any], owed: Owed) -> None:
         self._status_data = {**data, "owed": encode_owed(owed)}
-        self.owed = Owed(
-            owed.force_full, set(owed.dirty_libraries), set(owed.played_items), owed.delta_failures
-        )
+        self.owed = owed  # the coordinator hands a copy (``owed`` builds it)
         await self._status.async_save(self._status_data)
 
     async def async_remove(self) -> None:

@@ -169,7 +169,8 @@ def jellyfin_hints(message: Any) -> list[PushHint]:
         # incremental sync of the server costs no more than a targeted one.
         return [PushHint(HintKind.LIBRARY_CHANGED)]
     if kind == "UserDataChanged" and isinstance(data, dict):
-        # The sync sees played toggles through the series' UnplayedItemCount.
+        # Played state is in no delta: the sync re-lists the shows of the
+        # items named (a swap within one show leaves its counts as they were).
         return [
             PushHint(HintKind.USER_DATA, item_id=_str(entry.get("ItemId")))
             for entry in data.get("UserDataList") or []
