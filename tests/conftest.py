@@ -10,7 +10,10 @@ from typing import Any
 from homeassistant.helpers.storage import Store
 import pytest
 
-from custom_components.episode_sync import coordinator as coordinator_module
+from custom_components.episode_sync import (
+    coordinator as coordinator_module,
+    discovery as discovery_module,
+)
 from custom_components.episode_sync.api import plextv
 from custom_components.episode_sync.const import CONF_PUSH_UPDATES, DEFAULT_OPTIONS, DOMAIN
 from custom_components.episode_sync.coordinator import MAX_RETRY_AFTER
@@ -34,6 +37,12 @@ def push_off_unless_asked(monkeypatch: pytest.MonkeyPatch) -> None:
     ``push_updates=True`` (tests/test_push.py).
     """
     monkeypatch.setitem(DEFAULT_OPTIONS, CONF_PUSH_UPDATES, False)
+
+
+@pytest.fixture(autouse=True)
+def no_discovery_unless_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test broadcasts on the machine's network: discovery tests aim at the simulators."""
+    monkeypatch.setattr(discovery_module, "PROBES", [])
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from .api.errors import MediaServerAuthError, MediaServerError
 from .client import MediaClient, create_client
 from .const import CONF_MAX_CONCURRENCY, DOMAIN, option
 from .coordinator import EpisodeSyncCoordinator, failure_key
+from .discovery import async_start_discovery
 from .image_proxy import EpisodeImageView
 from .push import PushListener, async_start_push
 from .services import async_setup_services
@@ -39,9 +40,10 @@ type EpisodeSyncConfigEntry = ConfigEntry[EpisodeSyncData]
 
 
 async def async_setup(hass: HomeAssistant, config: ConfigType) -> bool:
-    """Register the actions and the artwork view (once, for every entry)."""
+    """Register the actions and the artwork view, and look for servers (once, for every entry)."""
     async_setup_services(hass)
     hass.http.register_view(EpisodeImageView(hass))
+    async_start_discovery(hass)
     return True
 
 

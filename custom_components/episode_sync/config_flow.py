@@ -10,10 +10,17 @@ import asyncio
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
+import ipaddress
 from typing import Any
 import uuid
 
-from homeassistant.config_entries import SOURCE_REAUTH, ConfigFlow, ConfigFlowResult, OptionsFlow
+from homeassistant.config_entries import (
+    SOURCE_REAUTH,
+    ConfigEntry,
+    ConfigFlow,
+    ConfigFlowResult,
+    OptionsFlow,
+)
 from homeassistant.const import (
     CONF_PASSWORD,
     CONF_TOKEN,
@@ -35,6 +42,7 @@ from homeassistant.helpers.selector import (
     TextSelectorConfig,
     TextSelectorType,
 )
+from homeassistant.helpers.typing import DiscoveryInfoType
 from yarl import URL
 
 from .api import plextv
@@ -90,6 +98,14 @@ class _FlowError(Exception):
     def __init__(self, key: str) -> None:
         super().__init__(key)
         self.key = key
+
+
+def _is_ip(host: str | None) -> bool:
+    try:
+        ipaddress.ip_address(host or "")
+    except ValueError:
+        return False
+    return True
 
 
 def _check_url(url: str) -> str:
@@ -157,6 +173,11 @@ class _PlexSignIn:
     servers: list[PlexServerResource] = field(default_factory=list)
 
 
+def _without(user_input: Mapping[str, Any] | None, secret: str) -> dict[str, Any]:
+    """What the user typed, to show again on the form, but the secret."""
+    return {k: v for k, v in (user_input or {}).items() if k != secret}
+
+
 def _library_selector(libraries: list[Library]) -> SelectSelector:
     return SelectSelector(
         SelectSelectorConfig(
@@ -177,6 +198,8 @@ class EpisodeSyncConfigFlow(ConfigFlow, domain=DOMAIN):
         self._info: ServerInfo | None = None
         self._libraries: list[Library] = []
         self._signin: _PlexSignIn | None = None
+        #: Values to fill the first form with (a discovered server's address).
+        self._suggested: dict[str, Any] = {}
 
     @staticmethod
     @callback
@@ -187,6 +210,57 @@ class EpisodeSyncConfigFlow(ConfigFlow, domain=DOMAIN):
     async def async_step_user(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
         """Choose the kind of server."""
         return self.async_show_menu(step_id="user", menu_options=["plex", "jellyfin"])
+
+    async def async_step_integration_discovery(
+        self, discovery_info: DiscoveryInfoType
+    ) -> ConfigFlowResult:
+        """A server found on the local network: its form, with the address filled in."""
+        server_id, url = str(discovery_info["server_id"]), str(discovery_info["url"])
+        # One discovered flow per server; servers set up or ignored are not offered.
+        await self.async_set_unique_id(server_id)
+        # The server's entries (a Jellyfin entry is one user's: ``<ServerId>_<UserId>``).
+        entries = [
+            entry
+            for entry in self._async_current_entries(include_ignore=False)
+            if entry.unique_id == server_id or (entry.unique_id or "").startswith(f"{server_id}_")
+        ]
+        for entry in entries:
+            await self._follow_move(entry, url, server_id)
+        if entries:
+            return self.async_abort(reason="already_configured")
+        self._abort_if_unique_id_configured()  # an ignored discovery of it
+        self.context["title_placeholders"] = {"name": str(discovery_info["name"])}
+        self._suggested = {CONF_URL: url}
+        if discovery_info["kind"] == ServerKind.PLEX.value:
+            return await self.async_step_plex()
+        return await self.async_step_jellyfin()
+
+    async def _follow_move(self, entry: ConfigEntry, url: str, server_id: str) -> None:
+        """Point an entry at the address its server was found at, if it moved.
+
+        Only an address entered as ``http://<IP address>`` is replaced: the
+        kind a new DHCP lease breaks. A host name follows the server by
+        itself, an https address names its certificate's host. And the server
+        must answer as itself there: a Jellyfin server in a container
+        announces the container's address unless told its published one.
+        """
+        old = URL(entry.data[CONF_URL])
+        if url == entry.data[CONF_URL] or old.scheme != "http" or not _is_ip(old.host):
+            return
+        client = create_client(self.hass, {**entry.data, CONF_URL: url})
+        try:
+            if isinstance(client, PlexClient):
+                found = await client.identity()
+            else:
+                found = await client.public_info()
+        except MediaServerError as err:
+            LOGGER.debug("%s: the address found, %s, does not answer: %s", entry.title, url, err)
+            return
+        if found.server_id != server_id:
+            return
+        LOGGER.info("%s moved to %s; the entry follows it", entry.title, url)
+        self.hass.config_entries.async_update_entry(entry, data={**entry.data, CONF_URL: url})
+        self.hass.config_entries.async_schedule_reload(entry.entry_id)
 
     # -- Plex -------------------------------------------------------------------------
 
@@ -235,7 +309,7 @@ class EpisodeSyncConfigFlow(ConfigFlow, domain=DOMAIN):
                         vol.Required(CONF_VERIFY_SSL, default=True): bool,
                     }
                 ),
-                {k: v for k, v in (user_input or {}).items() if k != CONF_TOKEN},
+                {**self._suggested, **_without(user_input, CONF_TOKEN)},
             ),
             errors=errors,
         )
@@ -460,7 +534,7 @@ class EpisodeSyncConfigFlow(ConfigFlow, domain=DOMAIN):
                         vol.Required(CONF_VERIFY_SSL, default=True): bool,
                     }
                 ),
-                {k: v for k, v in (user_input or {}).items() if k != CONF_PASSWORD},
+                {**self._suggested, **_without(user_input, CONF_PASSWORD)},
             ),
             errors=errors,
         )

@@ -103,6 +103,7 @@ class SimServer:
         self.setup_routes(self.app)
         self._runner: web.AppRunner | None = None
         self.url = ""
+        self._discovery: asyncio.DatagramTransport | None = None
         #: Rendered listings, kept until the content changes (``invalidate``):
         #: at 100,000 episodes, rendering every row for every page would make
         #: the simulator, not the client, the bottleneck of the benchmark.
@@ -130,9 +131,34 @@ class SimServer:
 
     async def close(self) -> None:
         """Stop serving."""
+        if self._discovery is not None:
+            self._discovery.close()
+            self._discovery = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+    async def start_discovery(self) -> tuple[str, int]:
+        """Answer LAN discovery probes on a UDP port of 127.0.0.1; return the address.
+
+        The real responders listen on a fixed port for a broadcast or a
+        multicast group; tests send their probe to this address instead.
+        """
+        transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
+            lambda: _Responder(self.discovery_answer), local_addr=("127.0.0.1", 0)
+        )
+        self._discovery = transport
+        host, port = transport.get_extra_info("sockname")[:2]
+        return str(host), int(port)
+
+    def discovery_answer(self, probe: bytes) -> bytes | None:
+        """The server's answer to a discovery datagram, None to stay silent."""
+        raise NotImplementedError
+
+    @property
+    def port(self) -> int:
+        """The HTTP port served on."""
+        return int(self.url.rsplit(":", 1)[1])
 
     # -- instrumentation ------------------------------------------------------
 
@@ -258,3 +284,19 @@ def _route_of(request: web.Request) -> str:
     template = resource.canonical if resource is not None else ""
     # Catch-all routes (Plex's HTML 404) are no endpoint.
     return "" if "{tail" in template else template
+
+
+class _Responder(asyncio.DatagramProtocol):
+    """A discovery responder: each probe is answered to its sender, as servers do."""
+
+    def __init__(self, answer: Callable[[bytes], bytes | None]) -> None:
+        self._answer = answer
+        self._transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.DatagramTransport)
+        self._transport = transport
+
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        if self._transport is not None and (reply := self._answer(data)) is not None:
+            self._transport.sendto(reply, addr)

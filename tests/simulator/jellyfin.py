@@ -69,6 +69,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 import hashlib
 import itertools
+import json
 from typing import Any
 from urllib.parse import unquote
 
@@ -136,6 +137,9 @@ class JellyfinSimulator(SimServer):
         self.user_ids = {user: self._new_id() for user in self.users}
         #: token -> (user id, device id)
         self.tokens: dict[str, tuple[str, str]] = {}
+        #: The address discovery announces (``PublishedServerUrl``); None: the one
+        #: served on. In a container without it, the container's own address.
+        self.published_url: str | None = None
         #: Admin-created API keys: authenticated, but no user (CustomAuthenticationHandler).
         self.api_keys: set[str] = set()
         #: Users whose "allow access from all devices" is off: user -> the
@@ -166,6 +170,20 @@ class JellyfinSimulator(SimServer):
         self.model.add_library(title="Movies", kind="movies")
         #: Series DateLastMediaAdded as last saved (the series row's own save).
         self._series_media_added: dict[str, int | None] = {}
+
+    # -- auto discovery -----------------------------------------------------------------
+
+    def discovery_answer(self, probe: bytes) -> bytes | None:
+        """The ``ServerDiscoveryInfo`` answer to ``who is JellyfinServer?`` (UdpServer.cs).
+
+        The server matches the text case-insensitively and answers with its
+        published address.
+        """
+        if b"who is jellyfinserver?" not in probe.lower():
+            return None
+        address = self.published_url or self.url
+        info = {"Address": address, "Id": self.server_id, "Name": self.name}
+        return json.dumps({**info, "EndpointAddress": None}).encode()
 
     # -- ids, saves --------------------------------------------------------------------
 

@@ -274,6 +274,22 @@ class PlexSimulator(SimServer):
             return self.model.remove_episode(episode_id)
         return self.model.trash_episode(episode_id)
 
+    # -- GDM discovery ----------------------------------------------------------------
+
+    def discovery_answer(self, probe: bytes) -> bytes | None:
+        """A GDM answer to ``M-SEARCH`` (header lines as plexapi/gdm.py documents them)."""
+        if not probe.startswith(b"M-SEARCH * HTTP/1."):
+            return None
+        return (
+            "HTTP/1.0 200 OK\r\n"
+            "Content-Type: plex/media-server\r\n"
+            f"Resource-Identifier: {self.machine_id}\r\n"
+            f"Name: {self.name}\r\n"
+            f"Port: {self.port}\r\n"
+            f"Updated-At: {int(self.clock.now())}\r\n"
+            f"Version: {self.version}\r\n"
+        ).encode()
+
     # -- instrumentation (docs: plex §10 last item) -------------------------------------
 
     @staticmethod
