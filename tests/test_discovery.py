@@ -277,6 +277,8 @@ async def test_an_address_is_kept_unless_the_server_answers_as_itself_at_the_new
         await discovery_module.async_discover(hass)
         await hass.async_block_till_done(wait_background_tasks=True)
         assert by_ip.data[CONF_URL] == "http://127.0.0.1:8"
-        assert other.count("/System/Info/Public") == 1
+        (asked,) = other.requests
+        assert asked.path == "/System/Info/Public"
+        assert "Token=" not in asked.headers.get("Authorization", "")  # no credentials
     finally:
         await other.close()

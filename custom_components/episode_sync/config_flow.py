@@ -242,12 +242,14 @@ class EpisodeSyncConfigFlow(ConfigFlow, domain=DOMAIN):
         kind a new DHCP lease breaks. A host name follows the server by
         itself, an https address names its certificate's host. And the server
         must answer as itself there: a Jellyfin server in a container
-        announces the container's address unless told its published one.
+        announces the container's address unless told its published one. It
+        is asked without the credentials (anything on the network can answer
+        a discovery probe), on the routes that need none.
         """
         old = URL(entry.data[CONF_URL])
         if url == entry.data[CONF_URL] or old.scheme != "http" or not _is_ip(old.host):
             return
-        client = create_client(self.hass, {**entry.data, CONF_URL: url})
+        client = create_client(self.hass, {**entry.data, CONF_URL: url, CONF_TOKEN: ""})
         try:
             if isinstance(client, PlexClient):
                 found = await client.identity()
