@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from datetime import timedelta
 from typing import Any
 
@@ -217,7 +218,7 @@ async def test_what_is_owed_is_kept_in_the_status_file_for_a_restart(
     entry = plex_entry(plex_sim)
     await setup_entry(hass, entry)
     key = f"{DOMAIN}.{entry.entry_id}.status"
-    status = hass_storage[key]
+    status = copy.deepcopy(hass_storage[key])
     coordinator = entry.runtime_data.coordinator
     plex_sim.add_fault(Fault(kind="status", status=500, times=-1))
     with pytest.raises(HomeAssistantError):
