@@ -988,16 +988,18 @@ def _shows_holding(
 ) -> dict[str, str]:
     """The mirrored shows that are, or hold, one of ``items``: show id -> library id.
 
-    ``items`` are the few ids a push channel named, so each show is asked
-    about each of them rather than each episode about the set.
+    ``items`` are usually a few ids, but a whole series marked played names
+    each of its episodes: ``isdisjoint`` of two set-likes walks the smaller
+    one, so a show costs the lesser of its episodes and the items.
     """
     if not items:
         return {}
+    wanted = set(items)
     return {
         show_id: library.id
         for library in libraries.values()
         for show_id, entry in library.shows.items()
-        if show_id in items or any(item in entry.rows for item in items)
+        if show_id in wanted or not entry.rows.keys().isdisjoint(wanted)
     }
 
 
