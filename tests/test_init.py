@@ -512,6 +512,55 @@ async def test_confirmed_mass_removal_is_applied(
     assert state_of(hass, entry, "sensor", "episodes") == "0"
 
 
+async def test_a_selected_library_gone_from_the_server_says_so_until_it_is_back(
+    hass: HomeAssistant,
+    plex_sim: PlexSimulator,
+    freezer: FrozenDateTimeFactory,
+    issue_registry: ir.IssueRegistry,
+) -> None:
+    """Held back first (it looks like a mass removal), then gone, with its own repair issue."""
+    entry = plex_entry(plex_sim)
+    await setup_entry(hass, entry)
+    library_id = tv_library_ids(plex_sim.model)[0]
+    library = plex_sim.model.libraries[library_id]
+    held = f"mass_removal_{entry.entry_id}_{library_id}"
+    missing = f"library_missing_{entry.entry_id}_{library_id}"
+
+    plex_sim.model.remove_library(library_id)
+    await next_poll(hass, freezer)
+    assert issue_registry.async_get_issue(DOMAIN, held) is not None
+    assert issue_registry.async_get_issue(DOMAIN, missing) is None
+
+    await next_poll(hass, freezer)  # confirmed: the removal is applied
+    assert state_of(hass, entry, "sensor", "episodes") == "0"
+    assert issue_registry.async_get_issue(DOMAIN, held) is None
+    issue = issue_registry.async_get_issue(DOMAIN, missing)
+    assert issue is not None
+    assert issue.translation_key == "library_missing"
+    assert issue.translation_placeholders == {"library": "TV Shows", "server": plex_sim.name}
+
+    plex_sim.model.restore_library(library)
+    await next_poll(hass, freezer)
+    assert state_of(hass, entry, "sensor", "episodes") == "100"
+    assert issue_registry.async_get_issue(DOMAIN, missing) is None
+
+
+async def test_removing_the_entry_removes_its_repair_issues(
+    hass: HomeAssistant,
+    plex_sim: PlexSimulator,
+    freezer: FrozenDateTimeFactory,
+    issue_registry: ir.IssueRegistry,
+) -> None:
+    entry = plex_entry(plex_sim)
+    await setup_entry(hass, entry)
+    plex_sim.model.wipe_library(tv_library_ids(plex_sim.model)[0])
+    await next_poll(hass, freezer)
+    assert [i.domain for i in issue_registry.issues.values()] == [DOMAIN]
+    await hass.config_entries.async_remove(entry.entry_id)
+    await hass.async_block_till_done()
+    assert not [i for i in issue_registry.issues.values() if i.domain == DOMAIN]
+
+
 async def test_episodes_added_while_home_assistant_was_down_are_announced_once_started(
     hass: HomeAssistant, media_sim: PlexSimulator | JellyfinSimulator
 ) -> None:

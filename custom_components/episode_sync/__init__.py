@@ -8,13 +8,13 @@ from homeassistant.config_entries import ConfigEntry
 from homeassistant.const import Platform
 from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import ConfigEntryAuthFailed, ConfigEntryError, ConfigEntryNotReady
-from homeassistant.helpers import config_validation as cv
+from homeassistant.helpers import config_validation as cv, issue_registry as ir
 from homeassistant.helpers.typing import ConfigType
 
 from .api.errors import MediaServerAuthError, MediaServerError
 from .client import MediaClient, create_client
 from .const import CONF_MAX_CONCURRENCY, DOMAIN, option
-from .coordinator import EpisodeSyncCoordinator, failure_key
+from .coordinator import EpisodeSyncCoordinator, failure_key, raised_issues
 from .discovery import async_start_discovery
 from .image_proxy import EpisodeImageView
 from .push import PushListener, async_start_push
@@ -90,7 +90,9 @@ async def async_unload_entry(hass: HomeAssistant, entry: EpisodeSyncConfigEntry)
 
 
 async def async_remove_entry(hass: HomeAssistant, entry: EpisodeSyncConfigEntry) -> None:
-    """Delete both stored files with the entry (what the next sync owed with them)."""
+    """Delete the entry's stored files (what the next sync owed with them) and repair issues."""
+    for issue_id in raised_issues(hass, entry.entry_id):
+        ir.async_delete_issue(hass, DOMAIN, issue_id)
     await EpisodeSyncStore(hass, entry.entry_id).async_remove()
 
 

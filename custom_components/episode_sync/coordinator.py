@@ -156,6 +156,24 @@ class SyncSnapshot:
     new_episodes: tuple[EpisodeView, ...]
 
 
+#: Repair issues about one library of an entry: ``<kind>_<entry id>_<library id>``.
+LIBRARY_ISSUES = ("mass_removal", "library_missing")
+#: And about the entry as a whole: ``<kind>_<entry id>``.
+ENTRY_ISSUES = ("delta_failing",)
+
+
+def raised_issues(
+    hass: HomeAssistant, entry_id: str, kinds: Sequence[str] = LIBRARY_ISSUES + ENTRY_ISSUES
+) -> set[str]:
+    """The ids of the repair issues raised about an entry (of these kinds)."""
+    prefixes = tuple(f"{kind}_{entry_id}" for kind in kinds)
+    return {
+        issue_id
+        for domain, issue_id in ir.async_get(hass).issues
+        if domain == DOMAIN and issue_id.startswith(prefixes)
+    }
+
+
 def failure_key(err: MediaServerError) -> str:
     """The translation key that tells the user why the server could not be synced."""
     if isinstance(err, MediaServerConnectionError):
@@ -329,6 +347,7 @@ class EpisodeSyncCoordinator(DataUpdateCoordinator[SyncSnapshot]):
             result.mirror if result.mirror_changed else None,
             self.owed,
         )
+        previous = self.mirror
         self.mirror, self.state, self.last_result = result.mirror, result.state, result
         LOGGER.debug(
             "%s sync of %s: %d requests, %d added, %d removed, %d updated in %.2fs",
@@ -340,7 +359,7 @@ class EpisodeSyncCoordinator(DataUpdateCoordinator[SyncSnapshot]):
             result.updated,
             result.duration,
         )
-        self._report_held_back(result)
+        self._report_libraries(result, previous)
         if new := result.new_episodes:
             if self._unannounced is not None:
                 self._unannounced.extend(new)
@@ -371,16 +390,33 @@ class EpisodeSyncCoordinator(DataUpdateCoordinator[SyncSnapshot]):
             translation_placeholders={"error": str(err)},
         )
 
-    def _report_held_back(self, result: SyncResult) -> None:
-        """Raise a repair issue per library whose mass removal is held back; clear the rest."""
+    def _report_libraries(self, result: SyncResult, previous: Mirror) -> None:
+        """Raise a repair issue per library held back or gone; clear those that are not.
+
+        A held-back mass removal waits for the next sync's confirmation. A
+        selected library the server no longer has (removed, or re-created,
+        which gives it a new id) leaves the mirror, and nothing else would
+        tell the user to select it again in the options.
+        """
         entry_id = self.config_entry.entry_id
-        for library_id, library in self.mirror.libraries.items():
+        titles = {
+            lid: lib.title
+            for lid, lib in (*previous.libraries.items(), *self.mirror.libraries.items())
+        }
+        raised: set[str] = set()
+        for library_id, count in result.held_back.items():
             issue_id = f"mass_removal_{entry_id}_{library_id}"
-            count = result.held_back.get(library_id)
-            if count is None:
-                ir.async_delete_issue(self.hass, DOMAIN, issue_id)
-                continue
-            self._raise_issue(issue_id, "mass_removal", library=library.title, count=count)
+            title = titles.get(library_id, library_id)
+            self._raise_issue(issue_id, "mass_removal", library=title, count=count)
+            raised.add(issue_id)
+        for library_id in self.engine.library_ids - self.mirror.libraries.keys():
+            issue_id = f"library_missing_{entry_id}_{library_id}"
+            self._raise_issue(
+                issue_id, "library_missing", library=titles.get(library_id, library_id)
+            )
+            raised.add(issue_id)
+        for issue_id in raised_issues(self.hass, entry_id, LIBRARY_ISSUES) - raised:
+            ir.async_delete_issue(self.hass, DOMAIN, issue_id)
 
     def _report_delta_failures(self, result: SyncResult) -> None:
         """Raise a repair issue when the delta keeps failing; clear it after a clean delta.

@@ -541,6 +541,11 @@ class SyncEngine:
         # Looked up at each call (not bound at import) so test clocks apply.
         self._clock = clock or (lambda: time.time())  # noqa: PLW0108
 
+    @property
+    def library_ids(self) -> frozenset[str]:
+        """The libraries the user selected."""
+        return self._library_ids
+
     async def sync(
         self,
         mirror: Mirror,
