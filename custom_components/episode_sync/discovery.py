@@ -2,10 +2,12 @@
 
 They show under *Settings → Devices & services → Discovered* with their
 address filled in (Plex GDM, Jellyfin UDP discovery, ``api/discovery.py``);
-servers already set up, or ignored, are not offered again (the config flow's
-``integration_discovery`` step decides). One probe of each kind goes out once
-Home Assistant has started, like the Plex integration's GDM scan, so a start
-is not slowed down by listening for answers.
+servers already set up, or ignored, are not offered again, and an entry
+whose server moved follows it (the config flow's ``integration_discovery``
+step decides). One probe of each kind goes out once Home Assistant has
+started, so a start is not slowed down by listening for answers. Home
+Assistant sets a custom integration up only once it has an entry: this finds
+further servers, and servers that moved, not the first one.
 """
 
 from __future__ import annotations
