@@ -40,8 +40,9 @@ from tests.helpers import jellyfin_entry, plex_entry, tv_library_ids
 from tests.simulator.jellyfin import JellyfinSimulator
 from tests.simulator.plex import PlexSimulator
 
-#: The simulators answer at once on 127.0.0.1: a short listen is plenty.
-LISTEN = 0.2
+#: The simulators answer at once on 127.0.0.1, but on the tests' own loop: a
+#: listen well beyond the longest pause a loaded machine gives it.
+LISTEN = 1.0
 
 
 async def _probes(plex: PlexSimulator, jellyfin: JellyfinSimulator) -> list[Probe]:
