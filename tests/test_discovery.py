@@ -279,7 +279,19 @@ async def test_an_address_is_kept_unless_the_server_answers_as_itself_at_the_new
         await hass.async_block_till_done(wait_background_tasks=True)
         assert by_ip.data[CONF_URL] == "http://127.0.0.1:8"
         (asked,) = other.requests
-        assert asked.path == "/System/Info/Public"
         assert "Token=" not in asked.headers.get("Authorization", "")  # no credentials
     finally:
         await other.close()
+    assert asked.path == "/System/Info/Public"
+
+
+async def test_an_address_that_still_answers_is_kept(
+    hass: HomeAssistant, jellyfin_sim: JellyfinSimulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server with two addresses may announce the other one: the entry's still works."""
+    entry = await _moved_entry(hass, jellyfin_sim, jellyfin_sim.url)
+    jellyfin_sim.published_url = jellyfin_sim.url + "/emby"  # where 10.11 answers too
+    probe = replace(JELLYFIN_DISCOVERY, target=await jellyfin_sim.start_discovery())
+    await _start(hass, monkeypatch, [probe])
+    assert entry.data[CONF_URL] == jellyfin_sim.url
+    assert _discovered(hass) == []

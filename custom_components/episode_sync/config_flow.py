@@ -240,15 +240,28 @@ class EpisodeSyncConfigFlow(ConfigFlow, domain=DOMAIN):
 
         Only an address entered as ``http://<IP address>`` is replaced: the
         kind a new DHCP lease breaks. A host name follows the server by
-        itself, an https address names its certificate's host. And the server
-        must answer as itself there: a Jellyfin server in a container
-        announces the container's address unless told its published one. It
-        is asked without the credentials (anything on the network can answer
-        a discovery probe), on the routes that need none.
+        itself, an https address names its certificate's host. The entry's
+        address must have stopped answering as the server (a server with two
+        network cards answers discovery on either), and the found one must
+        answer as it: a Jellyfin server in a container announces the
+        container's address unless told its published one.
         """
         old = URL(entry.data[CONF_URL])
         if url == entry.data[CONF_URL] or old.scheme != "http" or not _is_ip(old.host):
             return
+        if await self._answers_as(entry, entry.data[CONF_URL], server_id):
+            return
+        if not await self._answers_as(entry, url, server_id):
+            return
+        LOGGER.info("%s moved to %s; the entry follows it", entry.title, url)
+        self.hass.config_entries.async_update_entry(entry, data={**entry.data, CONF_URL: url})
+        self.hass.config_entries.async_schedule_reload(entry.entry_id)
+
+    async def _answers_as(self, entry: ConfigEntry, url: str, server_id: str) -> bool:
+        """Whether ``url`` answers as the server, asked on a route that needs no credentials.
+
+        None are sent: anything on the network can answer a discovery probe.
+        """
         client = create_client(self.hass, {**entry.data, CONF_URL: url, CONF_TOKEN: ""})
         try:
             if isinstance(client, PlexClient):
@@ -256,13 +269,9 @@ class EpisodeSyncConfigFlow(ConfigFlow, domain=DOMAIN):
             else:
                 found = await client.public_info()
         except MediaServerError as err:
-            LOGGER.debug("%s: the address found, %s, does not answer: %s", entry.title, url, err)
-            return
-        if found.server_id != server_id:
-            return
-        LOGGER.info("%s moved to %s; the entry follows it", entry.title, url)
-        self.hass.config_entries.async_update_entry(entry, data={**entry.data, CONF_URL: url})
-        self.hass.config_entries.async_schedule_reload(entry.entry_id)
+            LOGGER.debug("%s: %s does not answer as the server: %s", entry.title, url, err)
+            return False
+        return found.server_id == server_id
 
     # -- Plex -------------------------------------------------------------------------
 
