@@ -36,7 +36,7 @@ from custom_components.episode_sync.api.discovery import (
 )
 from custom_components.episode_sync.api.models import ServerKind
 from custom_components.episode_sync.const import CONF_LIBRARIES, DOMAIN
-from tests.helpers import jellyfin_entry, plex_entry, tv_library_ids
+from tests.helpers import jellyfin_entry, plex_entry, setup_entry, tv_library_ids
 from tests.simulator.jellyfin import JellyfinSimulator
 from tests.simulator.plex import PlexSimulator
 
@@ -295,3 +295,30 @@ async def test_an_address_that_still_answers_is_kept(
     await _start(hass, monkeypatch, [probe])
     assert entry.data[CONF_URL] == jellyfin_sim.url
     assert _discovered(hass) == []
+
+
+async def test_a_loaded_entry_follows_its_server_with_one_reload(
+    hass: HomeAssistant, plex_sim: PlexSimulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server moves while its entry is loaded: the entry's own update listener reloads it."""
+    entry = plex_entry(plex_sim)
+    await _start(hass, monkeypatch, [])
+    await setup_entry(hass, entry)
+    moved = PlexSimulator(name=plex_sim.name, machine_id=plex_sim.machine_id)
+    moved.model.generate(shows=10, seasons=2, episodes=5, seed=1)
+    await moved.start()
+    try:
+        await plex_sim.close()  # the old address answers no more
+        probe = replace(PLEX_GDM, target=await moved.start_discovery())
+        monkeypatch.setattr(discovery_module, "PROBES", [probe])
+        await discovery_module.async_discover(hass)
+        await hass.async_block_till_done(wait_background_tasks=True)
+        assert entry.data[CONF_URL] == moved.url
+        assert entry.state is ConfigEntryState.LOADED
+        # The new address checked (/identity), then one set-up (/) and its sync.
+        assert [r.path for r in moved.requests if r.path in ("/", "/identity")] == [
+            "/identity",
+            "/",
+        ]
+    finally:
+        await moved.close()

@@ -17,6 +17,7 @@ import uuid
 from homeassistant.config_entries import (
     SOURCE_REAUTH,
     ConfigEntry,
+    ConfigEntryState,
     ConfigFlow,
     ConfigFlowResult,
     OptionsFlow,
@@ -254,8 +255,12 @@ class EpisodeSyncConfigFlow(ConfigFlow, domain=DOMAIN):
         if not await self._answers_as(entry, url, server_id):
             return
         LOGGER.info("%s moved to %s; the entry follows it", entry.title, url)
+        # A loaded entry is reloaded by its update listener (at once, so the
+        # state is read before); one not loaded (failing at the old address) here.
+        loaded = entry.state is ConfigEntryState.LOADED
         self.hass.config_entries.async_update_entry(entry, data={**entry.data, CONF_URL: url})
-        self.hass.config_entries.async_schedule_reload(entry.entry_id)
+        if not loaded:
+            self.hass.config_entries.async_schedule_reload(entry.entry_id)
 
     async def _answers_as(self, entry: ConfigEntry, url: str, server_id: str) -> bool:
         """Whether ``url`` answers as the server, asked on a route that needs no credentials.
