@@ -162,11 +162,16 @@ LIBRARY_ISSUES = ("mass_removal", "library_missing")
 ENTRY_ISSUES = ("delta_failing",)
 
 
+def issue_id(kind: str, entry_id: str, library_id: str | None = None) -> str:
+    """The id of a repair issue about an entry, or about one of its libraries."""
+    return f"{kind}_{entry_id}" if library_id is None else f"{kind}_{entry_id}_{library_id}"
+
+
 def raised_issues(
     hass: HomeAssistant, entry_id: str, kinds: Sequence[str] = LIBRARY_ISSUES + ENTRY_ISSUES
 ) -> set[str]:
     """The ids of the repair issues raised about an entry (of these kinds)."""
-    prefixes = tuple(f"{kind}_{entry_id}" for kind in kinds)
+    prefixes = tuple(issue_id(kind, entry_id) for kind in kinds)
     return {
         issue_id
         for domain, issue_id in ir.async_get(hass).issues
@@ -398,25 +403,20 @@ class EpisodeSyncCoordinator(DataUpdateCoordinator[SyncSnapshot]):
         which gives it a new id) leaves the mirror, and nothing else would
         tell the user to select it again in the options.
         """
-        entry_id = self.config_entry.entry_id
         titles = {
             lid: lib.title
             for lid, lib in (*previous.libraries.items(), *self.mirror.libraries.items())
         }
         raised: set[str] = set()
         for library_id, count in result.held_back.items():
-            issue_id = f"mass_removal_{entry_id}_{library_id}"
             title = titles.get(library_id, library_id)
-            self._raise_issue(issue_id, "mass_removal", library=title, count=count)
-            raised.add(issue_id)
+            raised.add(self._raise_issue("mass_removal", library_id, library=title, count=count))
         for library_id in self.engine.library_ids - self.mirror.libraries.keys():
-            issue_id = f"library_missing_{entry_id}_{library_id}"
-            self._raise_issue(
-                issue_id, "library_missing", library=titles.get(library_id, library_id)
-            )
-            raised.add(issue_id)
-        for issue_id in raised_issues(self.hass, entry_id, LIBRARY_ISSUES) - raised:
-            ir.async_delete_issue(self.hass, DOMAIN, issue_id)
+            title = titles.get(library_id, library_id)
+            raised.add(self._raise_issue("library_missing", library_id, library=title))
+        entry_id = self.config_entry.entry_id
+        for stale in raised_issues(self.hass, entry_id, LIBRARY_ISSUES) - raised:
+            ir.async_delete_issue(self.hass, DOMAIN, stale)
 
     def _report_delta_failures(self, result: SyncResult) -> None:
         """Raise a repair issue when the delta keeps failing; clear it after a clean delta.
@@ -424,31 +424,38 @@ class EpisodeSyncCoordinator(DataUpdateCoordinator[SyncSnapshot]):
         Each such sync still succeeds (as a full one), so nothing else would
         tell the user that every sync now lists the whole library.
         """
-        issue_id = f"delta_failing_{self.config_entry.entry_id}"
         if result.mode is SyncMode.INCREMENTAL:
             self._delta_failures = 0
-            ir.async_delete_issue(self.hass, DOMAIN, issue_id)
+            failing = issue_id("delta_failing", self.config_entry.entry_id)
+            ir.async_delete_issue(self.hass, DOMAIN, failing)
             return
         if result.reason is not FullSyncReason.PROTOCOL_ERROR:
             return  # a forced or scheduled full sync says nothing about the delta
         self._delta_failures += 1
         if self._delta_failures >= DELTA_FAILURES_FOR_ISSUE:
-            self._raise_issue(issue_id, "delta_failing", count=self._delta_failures)
+            self._raise_issue("delta_failing", count=self._delta_failures)
 
-    def _raise_issue(self, issue_id: str, key: str, **placeholders: str | int) -> None:
-        """Raise (or refresh) a warning repair issue about this server; nothing to fix in a flow."""
+    def _raise_issue(
+        self, kind: str, library_id: str | None = None, **placeholders: str | int
+    ) -> str:
+        """Raise (or refresh) a warning repair issue about this server; return its id.
+
+        Nothing to fix in a flow: each issue clears itself.
+        """
+        raised = issue_id(kind, self.config_entry.entry_id, library_id)
         ir.async_create_issue(
             self.hass,
             DOMAIN,
-            issue_id,
+            raised,
             is_fixable=False,
             severity=ir.IssueSeverity.WARNING,
-            translation_key=key,
+            translation_key=kind,
             translation_placeholders={
                 "server": self.server.name,
                 **{name: str(value) for name, value in placeholders.items()},
             },
         )
+        return raised
 
     def snapshot(self) -> SyncSnapshot:
         """Compute what the entities show from the mirror and the last sync."""
