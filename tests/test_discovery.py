@@ -24,7 +24,8 @@ from homeassistant.data_entry_flow import FlowResultType
 from homeassistant.setup import async_setup_component
 import pytest
 
-from custom_components.episode_sync import discovery as discovery_module
+from custom_components.episode_sync import config_flow, discovery as discovery_module
+from custom_components.episode_sync.api import http
 from custom_components.episode_sync.api.discovery import (
     JELLYFIN_DISCOVERY,
     PLEX_GDM,
@@ -322,3 +323,31 @@ async def test_a_loaded_entry_follows_its_server_with_one_reload(
         ]
     finally:
         await moved.close()
+
+
+async def test_an_address_that_answers_too_late_is_given_up(
+    hass: HomeAssistant, plex_sim: PlexSimulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The entry's old address still answers as the server, but only after 2 s: the entry follows.
+
+    A server gone from an address can leave it holding connections (a
+    router's, a sleeping NAS's); waited for, this answer would keep the entry.
+    """
+    monkeypatch.setattr(http, "DEFAULT_TIMEOUT", 3600.0)
+    monkeypatch.setattr(config_flow, "ADDRESS_CHECK_TIMEOUT", 0.5)
+    old = PlexSimulator(name=plex_sim.name, machine_id=plex_sim.machine_id)
+    old.model.generate(shows=10, seasons=2, episodes=5, seed=1)
+    await old.start()
+    try:
+        await _start(hass, monkeypatch, [])
+        entry = plex_entry(old)
+        await setup_entry(hass, entry)
+        old.latency = 2.0
+        probe = replace(PLEX_GDM, target=await plex_sim.start_discovery())
+        monkeypatch.setattr(discovery_module, "PROBES", [probe])
+        await discovery_module.async_discover(hass)
+        await hass.async_block_till_done(wait_background_tasks=True)
+        assert entry.data[CONF_URL] == plex_sim.url
+        assert entry.state is ConfigEntryState.LOADED
+    finally:
+        await old.close()

@@ -29,9 +29,16 @@ type MediaClient = PlexClient | JellyfinClient
 
 
 def create_client(
-    hass: HomeAssistant, data: Mapping[str, Any], *, max_concurrency: int = DEFAULT_MAX_CONCURRENCY
+    hass: HomeAssistant,
+    data: Mapping[str, Any],
+    *,
+    max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+    timeout: float | None = None,
 ) -> MediaClient:
-    """Return a client for the server described by config entry data."""
+    """Return a client for the server described by config entry data.
+
+    ``timeout`` bounds each request (default: the transport's own).
+    """
     verify_ssl = bool(data.get(CONF_VERIFY_SSL, True))
     session = async_get_clientsession(hass, verify_ssl=verify_ssl)
     if data[CONF_SERVER_TYPE] == ServerKind.PLEX:
@@ -42,6 +49,7 @@ def create_client(
             client_id=data[CONF_CLIENT_ID],
             verify_ssl=verify_ssl,
             max_concurrency=max_concurrency,
+            timeout=timeout,
         )
     return JellyfinClient(
         session,
@@ -51,4 +59,5 @@ def create_client(
         user_id=data.get(CONF_USER_ID),
         verify_ssl=verify_ssl,
         max_concurrency=max_concurrency,
+        timeout=timeout,
     )

@@ -91,6 +91,9 @@ from .const import (
 
 URL_SELECTOR = TextSelector(TextSelectorConfig(type=TextSelectorType.URL))
 SECRET_SELECTOR = TextSelector(TextSelectorConfig(type=TextSelectorType.PASSWORD))
+#: Seconds to wait for an address found by discovery, or the one an entry
+#: had, to say which server it is (requests to a server otherwise wait 30 s).
+ADDRESS_CHECK_TIMEOUT = 5.0
 
 
 class _FlowError(Exception):
@@ -266,8 +269,14 @@ class EpisodeSyncConfigFlow(ConfigFlow, domain=DOMAIN):
         """Whether ``url`` answers as the server, asked on a route that needs no credentials.
 
         None are sent: anything on the network can answer a discovery probe.
+        A server that just answered discovery answers this at once; the
+        address it left may hold the connection, so the wait is short.
         """
-        client = create_client(self.hass, {**entry.data, CONF_URL: url, CONF_TOKEN: ""})
+        client = create_client(
+            self.hass,
+            {**entry.data, CONF_URL: url, CONF_TOKEN: ""},
+            timeout=ADDRESS_CHECK_TIMEOUT,
+        )
         try:
             if isinstance(client, PlexClient):
                 found = await client.identity()
