@@ -12,10 +12,11 @@ mass removal, because no step removes that much.
 Watch state is compared where the design promises it: on Jellyfin at every
 sync (its shows' played counts are listed each time), on Plex after the
 hourly show check (a watch moves no Plex change marker, docs: plex §9.4).
-On Jellyfin a show gets one watch toggle per step at most: one episode
-watched and another unwatched between two polls leave its counts as they
-were, a limit the README states (push, or the next full sync, brings it in);
-Plex's ``lastViewedAt`` tells, so its walks toggle freely and swap too.
+On Jellyfin without push a show gets one watch toggle per step at most: one
+episode watched and another unwatched between two polls leave its counts as
+they were, a limit the README states (push, or the next full sync, brings it
+in). Plex's ``lastViewedAt`` tells, and so do the played items Jellyfin's
+push names, so those walks toggle freely and swap too.
 """
 
 from __future__ import annotations
@@ -80,18 +81,29 @@ SERVERS: dict[str, Callable[[], Sim]] = {
     "plex-small-pages": _plex(page_cap=7),
     "plex-trash": _plex(auto_empty_trash=False),
     "jellyfin-10.11": _jellyfin(),
+    "jellyfin-10.11-push": _jellyfin(),
     "jellyfin-10.8-small-pages": _jellyfin(version="10.8.13", page_cap=7),
 }
 
 
+@dataclass
+class Setup:
+    """A simulator, and whether its push channel's played hints reach the syncs."""
+
+    sim: Sim
+    #: The sync is told the items played or unplayed since the last one, as
+    #: the coordinator is by Jellyfin's UserDataChanged messages.
+    push: bool
+
+
 @pytest.fixture(params=list(SERVERS))
-async def sim(request: pytest.FixtureRequest, socket_enabled: Any) -> AsyncIterator[Sim]:
+async def setup(request: pytest.FixtureRequest, socket_enabled: Any) -> AsyncIterator[Setup]:
     """A simulator with two TV libraries, small enough to check whole after every sync."""
     sim = SERVERS[request.param]()
     sim.model.generate(title="TV", shows=5, seasons=2, episodes=4, seed=11)
     sim.model.generate(title="Anime", shows=3, seasons=1, episodes=5, seed=12)
     await sim.start()
-    yield sim
+    yield Setup(sim, push=request.param.endswith("-push"))
     await sim.close()
 
 
@@ -109,8 +121,13 @@ class Walk:
 
     sim: Sim
     rng: random.Random
+    #: Whether the syncs hear of watch changes (Jellyfin push), so that one
+    #: episode watched and another unwatched in one show is seen.
+    push: bool = False
     #: Episodes removed (or trashed) that may be put back under their id.
-    removed: list[SimEpisode]
+    removed: list[SimEpisode] = field(default_factory=list)
+    #: Episodes watched or unwatched since the last sync that took them in.
+    played: set[str] = field(default_factory=set)
     #: The changes of the last step, for the failure message.
     log: list[str] = field(default_factory=list)
     #: Per show, the highest episode number it was ever given: a new episode
@@ -168,7 +185,7 @@ class Walk:
             targets.remove(episode)
             self._change(change, episode)
             self.log.append(f"{change} {episode.id} of show {episode.show_id}")
-            if change == "watch" and isinstance(self.sim, JellyfinSimulator):
+            if change == "watch" and not self._swaps_seen:
                 toggled.add(episode.show_id)
         return {eid for eid in new if self.sim.model.find_episode(eid) is not None}
 
@@ -188,10 +205,10 @@ class Walk:
             changes.append("remove_show")
         if self._restorable():
             changes.append("restore")
-        if isinstance(self.sim, PlexSimulator):
+        if self._swaps_seen:
             changes.append("swap")
-            if not self.sim.auto_empty_trash:
-                changes.append("trash")
+        if isinstance(self.sim, PlexSimulator) and not self.sim.auto_empty_trash:
+            changes.append("trash")
         return changes
 
     def _change(self, change: str, episode: SimEpisode) -> None:
@@ -204,13 +221,13 @@ class Walk:
             case "rekey":
                 model.rekey_episode(episode.id)
             case "watch":
-                model.set_watched(episode.id, not episode.watched)
+                self._toggle(episode)
             case "swap":  # watch one, unwatch another: the show's counts stay
                 show = model.show(episode.show_id).episodes.values()
                 other = next((e for e in show if e.watched != episode.watched), None)
-                model.set_watched(episode.id, not episode.watched)
+                self._toggle(episode)
                 if other is not None:
-                    model.set_watched(other.id, not other.watched)
+                    self._toggle(other)
             case "replace":
                 model.replace_file(episode.id)
             case "edit_show":
@@ -220,6 +237,15 @@ class Walk:
             case "trash":
                 assert isinstance(self.sim, PlexSimulator)
                 self.removed.append(self.sim.delete_file(episode.id))
+
+    @property
+    def _swaps_seen(self) -> bool:
+        """Plex's ``lastViewedAt`` moves with any watch; Jellyfin's push names the items."""
+        return isinstance(self.sim, PlexSimulator) or self.push
+
+    def _toggle(self, episode: SimEpisode) -> None:
+        self.sim.model.set_watched(episode.id, not episode.watched)
+        self.played.add(episode.id)
 
     def _removes(self, change: str, episode: SimEpisode) -> int:
         """How many listed episodes a change takes away."""
@@ -315,7 +341,8 @@ def _comparable(mirror: Mirror) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("seed", SEEDS)
-async def test_incremental_syncs_follow_a_random_walk(sim: Sim, seed: int) -> None:
+async def test_incremental_syncs_follow_a_random_walk(setup: Setup, seed: int) -> None:
+    sim = setup.sim
     library_ids = tv_library_ids(sim.model)
     async with aiohttp.ClientSession() as session:
         client = await _client(sim, session)
@@ -326,7 +353,7 @@ async def test_incremental_syncs_follow_a_random_walk(sim: Sim, seed: int) -> No
                 client, server_id=info.server_id, library_ids=library_ids, clock=sim.clock.now
             )
 
-        walk = Walk(sim, random.Random(seed), removed=[])
+        walk = Walk(sim, random.Random(seed), push=setup.push)
         ours = engine()
         result = await ours.sync(Mirror(), SyncState())
         assert result.mode is SyncMode.FULL
@@ -338,16 +365,18 @@ async def test_incremental_syncs_follow_a_random_walk(sim: Sim, seed: int) -> No
             where = f"step {number}: {walk.log}"
             before = copy.deepcopy((mirror, state))
             sim.clear_log()
+            played = walk.played if setup.push else set()
             raised = False
             try:
-                result = await ours.sync(mirror, state)
+                result = await ours.sync(mirror, state, played=played)
             except MediaServerError:
                 # Nothing committed: the sync after the fault catches up.
                 raised = True
                 assert (mirror, state) == before, where
                 sim.clear_faults()
-                result = await ours.sync(mirror, state)
+                result = await ours.sync(mirror, state, played=played)
             sim.clear_faults()
+            walk.played.clear()
             mirror, state = result.mirror, result.state
 
             # A failed request fails the sync, but for a reset keep-alive
