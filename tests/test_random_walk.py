@@ -3,11 +3,13 @@
 The scenario tests pin one change at a time. Here a seeded random walk mixes
 every change the simulators know (episodes and shows added, removed, renamed,
 re-keyed, watched and unwatched, files replaced, removed episodes put back,
-Plex's trash) a few at a time between syncs, through the real clients over
-HTTP on 127.0.0.1. After every sync the mirror must hold exactly what the
-server holds, announce exactly the episodes that are new, and agree with what
-a fresh full sync of the same server builds; nothing is ever held back as a
-mass removal, because no step removes that much.
+Plex's trash) a few at a time between syncs, with a fault on one request now
+and then, through the real clients over HTTP on 127.0.0.1. After every sync
+the mirror must hold exactly what the server holds, announce exactly the
+episodes that are new, and agree with what a fresh full sync of the same
+server builds; nothing is ever held back as a mass removal, because no step
+removes that much. The last test walks through Home Assistant itself: its
+polls, the stored mirror, the events and restarts.
 
 Watch state is compared where the design promises it: on Jellyfin at every
 sync (its shows' played counts are listed each time), on Plex after the
@@ -30,12 +32,16 @@ import random
 from typing import Any
 
 import aiohttp
+from freezegun.api import FrozenDateTimeFactory
+from homeassistant.core import HomeAssistant
 import pytest
+from pytest_homeassistant_custom_component.common import async_capture_events
 
 from custom_components.episode_sync.api.errors import MediaServerError
 from custom_components.episode_sync.api.jellyfin import SERIES_PAGE_SIZE, JellyfinClient
 from custom_components.episode_sync.api.models import At, EpisodeRow
 from custom_components.episode_sync.api.plex import PlexClient
+from custom_components.episode_sync.const import EVENT_NEW_EPISODE
 from custom_components.episode_sync.sync import (
     Mirror,
     SyncEngine,
@@ -43,7 +49,14 @@ from custom_components.episode_sync.sync import (
     SyncResult,
     SyncState,
 )
-from tests.helpers import tv_library_ids
+from tests.helpers import (
+    entry_for,
+    next_poll,
+    setup_entry,
+    state_of,
+    stored_mirror,
+    tv_library_ids,
+)
 from tests.simulator.common import Fault, FaultKind
 from tests.simulator.jellyfin import JellyfinSimulator
 from tests.simulator.library import SimEpisode, SimShow
@@ -452,3 +465,45 @@ def _periodic_check_ran(sim: Sim, result: SyncResult) -> bool:
     if isinstance(sim, JellyfinSimulator):
         return result.state.libraries_listed == result.started_at
     return result.started_at in result.state.shows_checked.values()
+
+
+async def test_home_assistant_follows_a_random_walk(
+    hass: HomeAssistant,
+    media_sim: Sim,
+    freezer: FrozenDateTimeFactory,
+    hass_storage: dict[str, Any],
+) -> None:
+    """The same walk through Home Assistant: polls, the stored mirror, events, restarts.
+
+    Each poll's events name exactly the new episodes, the stored mirror holds
+    what the server holds, and a restart (the entry reloaded) after a poll
+    finds nothing to announce.
+    """
+    sim = media_sim
+    entry = await entry_for(sim)
+    await setup_entry(hass, entry)
+    events = async_capture_events(hass, EVENT_NEW_EPISODE)
+    walk = Walk(sim, random.Random(7))
+    library_ids = tv_library_ids(sim.model)
+    for number in range(10):
+        stored = stored_mirror(hass_storage, entry)
+        new = walk.step({e.id for _, _, e in stored.episodes()})
+        where = f"step {number}: {walk.log}"
+        await next_poll(hass, freezer)
+
+        assert {event.data["episode_id"] for event in events} == new, where
+        assert len(events) == len(new), where
+        events.clear()
+        stored = stored_mirror(hass_storage, entry)
+        for library_id in library_ids:
+            assert _without_watched(_rows(stored, library_id)) == _without_watched(
+                _server_rows(sim, library_id)
+            ), where
+        episodes = sum(len(_server_rows(sim, lid)) for lid in library_ids)
+        assert state_of(hass, entry, "sensor", "episodes") == str(episodes), where
+        if number % 4 == 3:
+            assert await hass.config_entries.async_reload(entry.entry_id)
+            await hass.async_block_till_done()
+            assert state_of(hass, entry, "sensor", "episodes") == str(episodes), where
+            assert events == [], where
+            assert stored_mirror(hass_storage, entry) == stored, where
