@@ -8,6 +8,7 @@ write that Home Assistant could not make is found at the next start, see
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -235,6 +236,12 @@ class EpisodeSyncCoordinator(DataUpdateCoordinator[SyncSnapshot]):
         #: Episodes and shows a push channel reported played or unplayed: the
         #: next sync re-lists their shows.
         self.played_items: set[str] = set()
+        #: What the running sync took on (a forced full sync, dirty libraries,
+        #: played items): still owed until it commits, given back if it does not.
+        self._taken = Owed()
+        #: One sync at a time: a poll, a push-started sync and the button share
+        #: the mirror (Home Assistant before 2025.11 runs refreshes side by side).
+        self._sync_lock = asyncio.Lock()
         self._unsub_stop: CALLBACK_TYPE | None = hass.bus.async_listen_once(
             EVENT_HOMEASSISTANT_STOP, self._async_stopping
         )
@@ -275,11 +282,14 @@ class EpisodeSyncCoordinator(DataUpdateCoordinator[SyncSnapshot]):
 
     @property
     def owed(self) -> Owed:
-        """What the next sync still owes (diagnostics show it too)."""
+        """What the next sync still owes, the running one's work included (diagnostics too)."""
+        return self._owed(self._taken)
+
+    def _owed(self, taken: Owed) -> Owed:
         return Owed(
-            self._force_full,
-            set(self.dirty_libraries),
-            set(self.played_items),
+            self._force_full or taken.force_full,
+            self.dirty_libraries | taken.dirty_libraries,
+            self.played_items | taken.played_items,
             self._delta_failures,
         )
 
@@ -289,12 +299,18 @@ class EpisodeSyncCoordinator(DataUpdateCoordinator[SyncSnapshot]):
         return max(self._not_before - time.monotonic(), 0.0)
 
     async def async_shutdown(self) -> None:
-        """Stop, leaving what is still owed for the entry's next coordinator."""
+        """Stop, leaving what is still owed for the entry's next coordinator.
+
+        A sync still running commits nothing once shutdown is asked for
+        (unload cancels a poll; a push-started or forced sync runs on): it is
+        waited for, so that the next coordinator loads stores no one writes.
+        """
         await super().async_shutdown()
         if self._unsub_stop is not None:
             self._unsub_stop()
             self._unsub_stop = None
-        await self.store.async_save_owed(self.owed)
+        async with self._sync_lock:
+            await self.store.async_save_owed(self.owed)
 
     async def _async_stopping(self, _event: Event) -> None:
         """Home Assistant stops (entries are not unloaded): keep what is owed for the restart."""
@@ -322,6 +338,11 @@ class EpisodeSyncCoordinator(DataUpdateCoordinator[SyncSnapshot]):
             self._schedule_refresh()
 
     async def _async_update_data(self) -> SyncSnapshot:
+        """Sync, persist, then announce; one sync at a time."""
+        async with self._sync_lock:
+            return await self._sync()
+
+    async def _sync(self) -> SyncSnapshot:
         """Sync, persist, then announce; map every client error in this one place."""
         if (wait := self.paused_for) > 0:
             # The server asked for a pause (503 or 429 with Retry-After): every
@@ -332,26 +353,36 @@ class EpisodeSyncCoordinator(DataUpdateCoordinator[SyncSnapshot]):
                 translation_key="server_asked_to_wait",
                 translation_placeholders={"seconds": str(math.ceil(wait))},
             )
-        force, self._force_full = self._force_full, False
-        dirty, self.dirty_libraries = self.dirty_libraries, set()
-        played, self.played_items = self.played_items, set()
+        taken = self._taken = Owed(self._force_full, self.dirty_libraries, self.played_items)
+        self._force_full, self.dirty_libraries, self.played_items = False, set(), set()
         try:
             result = await self.engine.sync(
-                self.mirror, self.state, force_full=force, dirty=dirty, played=played
+                self.mirror,
+                self.state,
+                force_full=taken.force_full,
+                dirty=taken.dirty_libraries,
+                played=taken.played_items,
             )
-        except MediaServerError as err:
-            self._force_full = force  # a forced sync that could not run stays owed
-            self.dirty_libraries |= dirty  # and so does a look at a dirty library
-            self.played_items |= played
-            raise self._failure(err) from err
+        except BaseException as err:
+            # Owed again: a forced sync that could not run, a look at a dirty
+            # library, the played items; also when the sync was cancelled.
+            self._give_back()
+            if isinstance(err, MediaServerError):
+                raise self._failure(err) from err
+            raise
+        if self._shutdown_requested:
+            # Unloaded meanwhile: the entry's next coordinator does this again.
+            self._give_back()
+            return self.snapshot()
 
         self._report_delta_failures(result)  # counted in what is owed, saved next
         await self.store.async_save(
             result.state,
             _summary(result),
             result.mirror if result.mirror_changed else None,
-            self.owed,
+            self._owed(Owed()),  # what this sync took on is done once this is saved
         )
+        self._taken = Owed()
         previous = self.mirror
         self.mirror, self.state, self.last_result = result.mirror, result.state, result
         LOGGER.debug(
@@ -371,6 +402,13 @@ class EpisodeSyncCoordinator(DataUpdateCoordinator[SyncSnapshot]):
             else:
                 self._announce(new)
         return self.snapshot()
+
+    def _give_back(self) -> None:
+        """What the running sync took on is owed again (it commits nothing)."""
+        taken, self._taken = self._taken, Owed()
+        self._force_full |= taken.force_full
+        self.dirty_libraries |= taken.dirty_libraries
+        self.played_items |= taken.played_items
 
     def _failure(self, err: MediaServerError) -> Exception:
         """Home Assistant's exception for a sync the client failed, and what follows from it."""
