@@ -27,6 +27,7 @@ from pytest_homeassistant_custom_component.common import (
     async_fire_time_changed,
 )
 
+from custom_components.episode_sync.api import push as push_api
 from custom_components.episode_sync.api.errors import MediaServerConnectionError
 from custom_components.episode_sync.api.jellyfin import JellyfinClient
 from custom_components.episode_sync.api.plex import PlexClient
@@ -277,6 +278,34 @@ async def test_plex_dropped_socket_reconnects_and_resyncs_once(
     diagnostics = await async_get_config_entry_diagnostics(hass, entry)
     assert diagnostics["push"] == {"connected": True, "connects": 2, "retries": 0}
     await _tick(hass, freezer, PLEX_COOLDOWN * 3)
+    assert _syncs(plex_sim) == 1
+
+
+async def test_a_frame_no_parser_expected_reconnects_and_resyncs(
+    hass: HomeAssistant,
+    plex_sim: PlexSimulator,
+    freezer: FrozenDateTimeFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A parser that fails on a frame (a bug) costs a reconnect, not push for good."""
+    entry = plex_entry(plex_sim, push_updates=True)
+    await _connected(hass, freezer, entry, plex_sim)
+    listener = _listener(entry)
+    real = push_api.plex_hints
+
+    def fails_once(frame: Any) -> list[PushHint]:
+        monkeypatch.setattr(push_api, "plex_hints", real)
+        raise KeyError("Metadata")
+
+    monkeypatch.setattr(push_api, "plex_hints", fails_once)
+    plex_sim.push.send_raw('{"NotificationContainer": {"type": "timeline"}}')
+    await _until(lambda: not listener.connected, "socket closed")
+    assert "notification socket failed" in caplog.text
+    await _tick(hass, freezer, RECONNECT_DELAYS[0])
+    await _until(lambda: listener.connected, "reconnected")
+    await _settle(hass, freezer, entry, plex_sim)
+    assert listener.connects == 2
     assert _syncs(plex_sim) == 1
 
 
@@ -686,9 +715,10 @@ def test_jellyfin_message_rules() -> None:
         PushHint(HintKind.USER_DATA, item_id="e1"),
         PushHint(HintKind.USER_DATA, item_id="e2"),
     ]
-    assert jellyfin_hints({"MessageType": "UserDataChanged", "Data": {}}) == [
-        PushHint(HintKind.USER_DATA)
-    ]
+    for data in ({}, {"UserDataList": 5}, {"UserDataList": {"ItemId": "e1"}}):
+        assert jellyfin_hints({"MessageType": "UserDataChanged", "Data": data}) == [
+            PushHint(HintKind.USER_DATA)
+        ]
     for other in ({"MessageType": "KeepAlive"}, {"MessageType": "Play", "Data": {}}, "x"):
         assert jellyfin_hints(other) == []
 

@@ -120,6 +120,10 @@ class PushListener:
                 return
             except MediaServerError as err:
                 LOGGER.debug("%s", err)
+            except Exception:
+                # A message no parser expected must not end push for good
+                # (polling would stay at the slow interval): log, reconnect.
+                LOGGER.exception("%s notification socket failed", self.socket.server)
             self._set_connected(False)
             self.retries += 1
             await asyncio.sleep(reconnect_delay(self.retries))

@@ -171,9 +171,10 @@ def jellyfin_hints(message: Any) -> list[PushHint]:
     if kind == "UserDataChanged" and isinstance(data, dict):
         # Played state is in no delta: the sync re-lists the shows of the
         # items named (a swap within one show leaves its counts as they were).
+        entries = data.get("UserDataList")
         return [
             PushHint(HintKind.USER_DATA, item_id=_str(entry.get("ItemId")))
-            for entry in data.get("UserDataList") or []
+            for entry in (entries if isinstance(entries, list) else ())
             if isinstance(entry, dict)
         ] or [PushHint(HintKind.USER_DATA)]
     return []
