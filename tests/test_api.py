@@ -168,6 +168,26 @@ async def test_plex_paging_with_a_server_cap(
         await sim.close()
 
 
+async def test_jellyfin_listing_without_a_total_pages_while_pages_are_full(
+    jellyfin_sim: JellyfinSimulator, session: aiohttp.ClientSession
+) -> None:
+    """No ``TotalRecordCount`` (a proxy dropped it): pages are asked for while they are full."""
+    client = JellyfinClient(session, jellyfin_sim.url, device_id="p" * 32, page_size=30)
+    await client.login("alice", "secret")
+    library_id = (await client.libraries())[0].id
+
+    def without_total(reply: Any) -> Any:
+        return {key: value for key, value in reply.items() if key != "TotalRecordCount"}
+
+    jellyfin_sim.add_fault(Fault(kind="mutate", path="/Items", mutate=without_total, times=-1))
+    jellyfin_sim.clear_log()
+    episodes = await client.episodes(library_id)
+
+    expected = {e.id for e in jellyfin_sim.model.libraries[library_id].episodes()}
+    assert {row[0] for row in episodes} == expected
+    assert [r.query["StartIndex"] for r in jellyfin_sim.requests] == ["0", "30", "60", "90"]
+
+
 async def test_plex_delta_never_sends_plain_gte_and_falls_back(
     plex_sim: PlexSimulator, session: aiohttp.ClientSession
 ) -> None:

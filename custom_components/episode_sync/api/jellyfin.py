@@ -189,7 +189,9 @@ class JellyfinClient(HttpClient):
             total = reply.get("TotalRecordCount") if first else None
             return Page(await parse(rows), len(rows), total if isinstance(total, int) else None)
 
-        return await fetch_all(page, page_size or self._page_size, self._concurrency)
+        return await fetch_all(
+            page, page_size or self._page_size, self._concurrency, page_while_full=True
+        )
 
     def _user(self) -> str:
         if not self.user_id:

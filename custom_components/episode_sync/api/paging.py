@@ -64,12 +64,19 @@ def reuse_items(reuse: Reuse) -> Iterator[None]:
         _REUSE.reset(token)
 
 
-async def fetch_all[T](fetch: PageFetcher[T], page_size: int, concurrency: int) -> list[T]:
+async def fetch_all[T](
+    fetch: PageFetcher[T], page_size: int, concurrency: int, *, page_while_full: bool = False
+) -> list[T]:
     """Every item of a listing, each page parsed as it arrives.
 
     Parsing per page keeps at most a few pages of raw JSON alive at once: at
     100,000 episodes, holding every raw row until the end made the garbage
     collector's full passes block the event loop.
+
+    A first page without a total is the whole listing on Plex (no
+    ``totalSize``: nothing was paged, docs: plex §3); with
+    ``page_while_full`` (Jellyfin) pages are asked for as long as they come
+    back full (docs: jellyfin §3).
     """
     reuse = _REUSE.get()
     if reuse is not None:
@@ -77,6 +84,13 @@ async def fetch_all[T](fetch: PageFetcher[T], page_size: int, concurrency: int) 
     first = await fetch(0, page_size)
     items = list(first.items)
     total = first.total
+    if total is None and page_while_full:
+        position, served = first.served, first.served
+        while served == page_size:
+            page = await fetch(position, page_size)
+            items.extend(page.items)
+            position, served = position + page.served, page.served
+        return items
     if total is None or first.served == 0 or first.served >= total:
         return items
     stride = first.served
