@@ -28,7 +28,10 @@ from pytest_homeassistant_custom_component.common import (
 )
 
 from custom_components.episode_sync.api import push as push_api
-from custom_components.episode_sync.api.errors import MediaServerConnectionError
+from custom_components.episode_sync.api.errors import (
+    MediaServerConnectionError,
+    MediaServerRedirectError,
+)
 from custom_components.episode_sync.api.jellyfin import JellyfinClient
 from custom_components.episode_sync.api.plex import PlexClient
 from custom_components.episode_sync.api.push import (
@@ -141,6 +144,11 @@ async def _connected(
     await _until(lambda: _listener(entry).connected, "socket connected")
     await _settle(hass, freezer, entry, sim)
     sim.clear_log()
+
+
+def _handshakes(sim: PlexSimulator) -> int:
+    """Socket handshakes (each after a check, without the token, that the address redirects not)."""
+    return sum(1 for r in sim.requests if r.path == PLEX_SOCKET and "Upgrade" in r.headers)
 
 
 def _first_show(sim: Sim) -> Any:
@@ -271,7 +279,7 @@ async def test_plex_dropped_socket_reconnects_and_resyncs_once(
     await _until(lambda: listener.connected, "reconnected")
     await _settle(hass, freezer, entry, plex_sim)
 
-    assert plex_sim.count(PLEX_SOCKET) == 1
+    assert _handshakes(plex_sim) == 1
     assert listener.connects == 2
     assert _syncs(plex_sim) == 1
     assert state_of(hass, entry, "sensor", "episodes") == "101"
@@ -332,11 +340,11 @@ async def test_plex_backoff_and_polling_interval(
     # Reconnect attempts after 30, 60, 120 s (python-plexwebsocket's schedule).
     for delay, attempts in ((30, 1), (60, 2), (120, 3)):
         await _tick(hass, freezer, delay - 1)
-        assert plex_sim.count(PLEX_SOCKET) == attempts - 1
+        assert _handshakes(plex_sim) == attempts - 1
         await _tick(hass, freezer, 1)
         # retries counts the waits since the last connect: the first one was the drop's.
         await _until(lambda n=attempts: listener.retries == n + 1, f"attempt {attempts} failed")
-        assert plex_sim.count(PLEX_SOCKET) == attempts
+        assert _handshakes(plex_sim) == attempts
     assert _syncs(plex_sim) == 0
     await _tick(hass, freezer, 600 - 210)  # 10 minutes after the disconnect: a poll
     assert _syncs(plex_sim) == 1
@@ -367,10 +375,10 @@ async def test_plex_refused_token_starts_reauth(
 
     flows = hass.config_entries.flow.async_progress()
     assert [f["context"]["source"] for f in flows] == ["reauth"]
-    assert plex_sim.count(PLEX_SOCKET) == 1
+    assert _handshakes(plex_sim) == 1
     for _ in range(5):
         await _tick(hass, freezer, 300)
-    assert plex_sim.count(PLEX_SOCKET) == 1
+    assert _handshakes(plex_sim) == 1
     assert not _listener(entry).connected
     assert old_token not in caplog.text
     assert plex_sim.token not in caplog.text
@@ -385,7 +393,7 @@ async def test_push_off_opens_no_socket(
     assert entry.runtime_data.push is None
     plex_sim.model.add_episode(_first_show(plex_sim).id, 3, 1)
     await _tick(hass, freezer, PLEX_COOLDOWN * 3)
-    assert plex_sim.count(PLEX_SOCKET) == 0
+    assert _handshakes(plex_sim) == 0
     assert state_of(hass, entry, "sensor", "episodes") == "100"
     assert entry.runtime_data.coordinator.update_interval == timedelta(minutes=10)
 
@@ -798,7 +806,8 @@ async def test_jellyfin_repeated_and_changed_force_keepalive(
 
 async def test_socket_connection_failures(plex_sim: PlexSimulator) -> None:
     """A refused status and a server that is gone are connection errors, never the URL."""
-    plex_sim.add_fault(Fault(kind="status", path=PLEX_SOCKET, status=503))
+    # Both the redirect check and the handshake get it.
+    plex_sim.add_fault(Fault(kind="status", path=PLEX_SOCKET, status=503, times=2))
     async with aiohttp.ClientSession() as session:
         client = PlexClient(session, plex_sim.url, plex_sim.token, client_id="c")
         socket = PlexNotifications(session, client.push_target())
@@ -810,6 +819,29 @@ async def test_socket_connection_failures(plex_sim: PlexSimulator) -> None:
     for failed in (refused, gone):
         assert plex_sim.url not in str(failed.value)
         assert plex_sim.token not in str(failed.value)
+
+
+async def test_plex_socket_that_redirects_is_not_followed(plex_sim: PlexSimulator) -> None:
+    """The token never follows a redirect of the socket's address to another host."""
+    elsewhere = PlexSimulator(name="Elsewhere", token=plex_sim.token)
+    await elsewhere.start()
+    location = {"Location": websocket_url(elsewhere.url).replace("ws", "http", 1) + PLEX_SOCKET}
+    plex_sim.add_fault(
+        Fault(kind="status", path=PLEX_SOCKET, status=302, headers=location, times=-1)
+    )
+    try:
+        async with aiohttp.ClientSession() as session:
+            client = PlexClient(session, plex_sim.url, plex_sim.token, client_id="c")
+            socket = PlexNotifications(session, client.push_target())
+            with pytest.raises(MediaServerRedirectError, match=r"redirects .*\(302\)") as err:
+                await socket.listen(lambda: None, lambda h: None)
+        assert elsewhere.requests == []
+        (checked,) = plex_sim.requests
+        assert "X-Plex-Token" not in checked.headers
+        assert "X-Plex-Token" not in checked.query
+        assert plex_sim.token not in str(err.value)
+    finally:
+        await elsewhere.close()
 
 
 async def _until_real(predicate: Callable[[], bool], what: str) -> None:

@@ -29,7 +29,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from .errors import MediaServerAuthError, MediaServerConnectionError
+from .errors import MediaServerAuthError, MediaServerConnectionError, MediaServerRedirectError
 
 #: The identifier of real library entries; DVR/EPG providers
 #: (``tv.plex.providers.epg.*``) send look-alikes, fake deletes included
@@ -190,6 +190,11 @@ class NotificationSocket:
     #: Handshake statuses that mean "these credentials are refused".
     auth_statuses: frozenset[int] = frozenset({401})
     heartbeat = PLEX_HEARTBEAT
+    #: Whether the socket's address is first asked, without credentials,
+    #: whether it redirects: aiohttp's handshake follows redirects, and keeps
+    #: every header but ``Authorization`` (and cookies) when the redirect
+    #: leads to another host (aiohttp ClientSession._request).
+    refuse_redirects = False
 
     def __init__(self, session: aiohttp.ClientSession, target: PushTarget) -> None:
         """Bind to a target; the session is Home Assistant's shared one."""
@@ -207,6 +212,8 @@ class NotificationSocket:
         """
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT):
+                if self.refuse_redirects:
+                    await self._refuse_a_redirect()
                 ws = await self._session.ws_connect(
                     self._target.url,
                     headers=dict(self._target.headers),
@@ -234,6 +241,21 @@ class NotificationSocket:
         finally:
             await self._closed()
 
+    async def _refuse_a_redirect(self) -> None:
+        """Raise ``MediaServerRedirectError`` when the socket's address redirects.
+
+        Asked with no credential at all, like every redirect the HTTP
+        requests meet, which are never followed either (``http.py``).
+        """
+        url = "http" + self._target.url.removeprefix("ws")  # ws: -> http:, wss: -> https:
+        async with self._session.get(url, allow_redirects=False, ssl=self._target.ssl) as reply:
+            if 300 <= reply.status < 400:
+                raise MediaServerRedirectError(
+                    f"{self.server} redirects its notification socket ({reply.status}):"
+                    " enter the server's own address",
+                    status=reply.status,
+                )
+
     async def _read(self, ws: aiohttp.ClientWebSocketResponse, on_hints: HintCallback) -> None:
         async for message in ws:
             if message.type is not aiohttp.WSMsgType.TEXT:
@@ -260,9 +282,14 @@ class NotificationSocket:
 
 
 class PlexNotifications(NotificationSocket):
-    """Plex's ``/:/websockets/notifications`` (401 on the handshake: reauth)."""
+    """Plex's ``/:/websockets/notifications`` (401 on the handshake: reauth).
+
+    The token travels in ``X-Plex-Token``, a header a redirect to another
+    host would carry along: the address is checked first.
+    """
 
     server = "Plex"
+    refuse_redirects = True
 
     async def _handle(self, ws: aiohttp.ClientWebSocketResponse, payload: Any) -> list[PushHint]:
         """Every relevant entry of a frame."""
