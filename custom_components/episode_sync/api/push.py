@@ -190,11 +190,12 @@ class NotificationSocket:
     #: Handshake statuses that mean "these credentials are refused".
     auth_statuses: frozenset[int] = frozenset({401})
     heartbeat = PLEX_HEARTBEAT
-    #: Whether the socket's address is first asked, without credentials,
-    #: whether it redirects: aiohttp's handshake follows redirects, and keeps
-    #: every header but ``Authorization`` (and cookies) when the redirect
-    #: leads to another host (aiohttp ClientSession._request).
-    refuse_redirects = False
+    #: The header carrying the credential when it is one a redirect keeps:
+    #: aiohttp's handshake follows redirects, dropping only ``Authorization``
+    #: and cookies when one leads to another host (aiohttp
+    #: ClientSession._request). The socket's address is then first asked,
+    #: with every header but that one, whether it redirects.
+    kept_credential: str | None = None
 
     def __init__(self, session: aiohttp.ClientSession, target: PushTarget) -> None:
         """Bind to a target; the session is Home Assistant's shared one."""
@@ -212,8 +213,8 @@ class NotificationSocket:
         """
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT):
-                if self.refuse_redirects:
-                    await self._refuse_a_redirect()
+                if self.kept_credential is not None:
+                    await self._refuse_a_redirect(self.kept_credential)
                 ws = await self._session.ws_connect(
                     self._target.url,
                     headers=dict(self._target.headers),
@@ -241,14 +242,17 @@ class NotificationSocket:
         finally:
             await self._closed()
 
-    async def _refuse_a_redirect(self) -> None:
+    async def _refuse_a_redirect(self, credential: str) -> None:
         """Raise ``MediaServerRedirectError`` when the socket's address redirects.
 
-        Asked with no credential at all, like every redirect the HTTP
-        requests meet, which are never followed either (``http.py``).
+        Asked without the credential; a redirect is never followed, as the
+        HTTP requests never follow one either (``http.py``).
         """
         url = "http" + self._target.url.removeprefix("ws")  # ws: -> http:, wss: -> https:
-        async with self._session.get(url, allow_redirects=False, ssl=self._target.ssl) as reply:
+        headers = {k: v for k, v in self._target.headers.items() if k != credential}
+        async with self._session.get(
+            url, headers=headers, allow_redirects=False, ssl=self._target.ssl
+        ) as reply:
             if 300 <= reply.status < 400:
                 raise MediaServerRedirectError(
                     f"{self.server} redirects its notification socket ({reply.status}):"
@@ -289,7 +293,7 @@ class PlexNotifications(NotificationSocket):
     """
 
     server = "Plex"
-    refuse_redirects = True
+    kept_credential = "X-Plex-Token"
 
     async def _handle(self, ws: aiohttp.ClientWebSocketResponse, payload: Any) -> list[PushHint]:
         """Every relevant entry of a frame."""
