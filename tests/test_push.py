@@ -108,7 +108,8 @@ def _busy(hass: HomeAssistant) -> list[asyncio.Task[Any]]:
     return [
         task
         for task in hass._background_tasks
-        if not task.done() and not task.get_name().startswith("episode_sync push")
+        if not task.done()
+        and not (isinstance(task, asyncio.Task) and task.get_name().startswith("episode_sync push"))
     ]
 
 

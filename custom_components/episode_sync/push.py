@@ -98,6 +98,8 @@ class PushListener:
             cooldown=cooldown,
             immediate=False,
             function=coordinator.async_refresh,
+            # Not a task Home Assistant's start-up or block_till_done waits for.
+            background=True,
         )
 
     @callback
