@@ -233,6 +233,7 @@ async def test_what_is_owed_is_kept_in_the_status_file_for_a_restart(
         "dirty_libraries": [],
         "played_items": ["123"],
         "delta_failures": 0,
+        "unannounced": [],
     }
 
     # The next start runs the full sync it owed, and then owes nothing.
@@ -377,6 +378,7 @@ async def test_diagnostics_are_redacted_and_capped(
         "dirty_libraries": [],
         "played_items": 0,
         "delta_failures": 0,
+        "unannounced": 0,
     }
     assert diagnostics["sync"]["paused_for_s"] == 0
 
@@ -592,3 +594,29 @@ async def test_episodes_added_while_home_assistant_was_down_are_announced_once_s
     sim.model.add_episode(_first_show(sim).id, 30, 2)
     await entry.runtime_data.coordinator.async_refresh()
     assert len(events) == 2  # and later ones as they are found
+
+
+async def test_episodes_found_at_boot_are_announced_even_after_a_reload_before_the_start(
+    hass: HomeAssistant, plex_sim: PlexSimulator, hass_storage: dict[str, Any]
+) -> None:
+    """The entry reloads before Home Assistant has started: its successor announces them, once."""
+    entry = plex_entry(plex_sim)
+    await setup_entry(hass, entry)
+    assert await hass.config_entries.async_unload(entry.entry_id)
+    added = plex_sim.model.add_episode(_first_show(plex_sim).id, 30, 1, title="While away")
+
+    events = async_capture_events(hass, EVENT_NEW_EPISODE)
+    hass.set_state(CoreState.starting)
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    await hass.async_block_till_done()
+    key = f"{DOMAIN}.{entry.entry_id}.status"
+    assert hass_storage[key]["data"]["owed"]["unannounced"] == [added.id]
+    assert await hass.config_entries.async_reload(entry.entry_id)  # before the start
+    await hass.async_block_till_done()
+    assert events == []
+
+    hass.set_state(CoreState.running)
+    hass.bus.async_fire(EVENT_HOMEASSISTANT_STARTED)
+    await hass.async_block_till_done()
+    assert [e.data["episode_id"] for e in events] == [added.id]
+    assert hass_storage[key]["data"]["owed"]["unannounced"] == []  # a restart announces nothing

@@ -261,6 +261,15 @@ class EpisodeSyncCoordinator(DataUpdateCoordinator[SyncSnapshot]):
         self._delta_failures = owed.delta_failures
         self.dirty_libraries |= owed.dirty_libraries
         self.played_items |= owed.played_items
+        if self._unannounced is not None and owed.unannounced:
+            # Found by a coordinator that went before Home Assistant had started.
+            self._unannounced.extend(
+                row
+                for library in self.mirror.libraries.values()
+                for show in library.shows.values()
+                for row in show.rows.values()
+                if row[At.ID] in owed.unannounced
+            )
 
     @callback
     def async_start_announcing(self) -> None:
@@ -277,6 +286,10 @@ class EpisodeSyncCoordinator(DataUpdateCoordinator[SyncSnapshot]):
             found, self._unannounced = self._unannounced, None
             if found:
                 self._announce(found)
+                # Announced: no longer owed (a restart must not announce them again).
+                self.config_entry.async_create_task(
+                    hass, self.store.async_save_owed(self.owed), "episode_sync announced"
+                )
 
         self.config_entry.async_on_unload(async_at_started(self.hass, start))
 
@@ -291,6 +304,7 @@ class EpisodeSyncCoordinator(DataUpdateCoordinator[SyncSnapshot]):
             self.dirty_libraries | taken.dirty_libraries,
             self.played_items | taken.played_items,
             self._delta_failures,
+            {row[At.ID] for row in self._unannounced or ()},
         )
 
     @property
@@ -375,6 +389,9 @@ class EpisodeSyncCoordinator(DataUpdateCoordinator[SyncSnapshot]):
             self._give_back()
             return self.snapshot()
 
+        new = result.new_episodes
+        if (waiting := self._unannounced) is not None:
+            waiting.extend(new)  # owed, and saved so, until Home Assistant has started
         self._report_delta_failures(result)  # counted in what is owed, saved next
         await self.store.async_save(
             result.state,
@@ -396,11 +413,8 @@ class EpisodeSyncCoordinator(DataUpdateCoordinator[SyncSnapshot]):
             result.duration,
         )
         self._report_libraries(result, previous)
-        if new := result.new_episodes:
-            if self._unannounced is not None:
-                self._unannounced.extend(new)
-            else:
-                self._announce(new)
+        if new and waiting is None:
+            self._announce(new)
         return self.snapshot()
 
     def _give_back(self) -> None:

@@ -77,6 +77,7 @@ async def async_get_config_entry_diagnostics(
                 "dirty_libraries": sorted(owed.dirty_libraries),
                 "played_items": len(owed.played_items),
                 "delta_failures": owed.delta_failures,
+                "unannounced": len(owed.unannounced),
             },
             "paused_for_s": round(coordinator.paused_for),
         },

@@ -69,7 +69,8 @@ class Owed:
 
     A reload (a reauth, an options change) or a restart must not forget a
     forced full sync that could not run, a library a push message reported
-    changed, or the played episodes it named.
+    changed, the played episodes it named, or the new episodes found before
+    Home Assistant had started (mirrored, not announced yet).
     """
 
     force_full: bool = False
@@ -77,6 +78,7 @@ class Owed:
     played_items: set[str] = field(default_factory=set)
     #: Syncs in a row whose incremental attempt met a protocol error and ran full.
     delta_failures: int = 0
+    unannounced: set[str] = field(default_factory=set)
 
 
 def encode_owed(owed: Owed) -> dict[str, Any]:
@@ -86,6 +88,7 @@ def encode_owed(owed: Owed) -> dict[str, Any]:
         "dirty_libraries": sorted(owed.dirty_libraries),
         "played_items": sorted(owed.played_items),
         "delta_failures": owed.delta_failures,
+        "unannounced": sorted(owed.unannounced),
     }
 
 
@@ -97,6 +100,7 @@ def decode_owed(data: Any) -> Owed:
             dirty_libraries={str(i) for i in data.get("dirty_libraries", ())},
             played_items={str(i) for i in data.get("played_items", ())},
             delta_failures=int(data.get("delta_failures", 0)),
+            unannounced={str(i) for i in data.get("unannounced", ())},
         )
     except (AttributeError, TypeError, ValueError):
         return Owed()
