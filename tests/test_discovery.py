@@ -298,6 +298,23 @@ async def test_an_address_that_still_answers_is_kept(
     assert _discovered(hass) == []
 
 
+def _twin(sim: PlexSimulator) -> PlexSimulator:
+    """The same Plex server (its identity, its library), to start at another address."""
+    twin = PlexSimulator(name=sim.name, machine_id=sim.machine_id)
+    twin.model.generate(shows=10, seasons=2, episodes=5, seed=1)
+    return twin
+
+
+async def _discover(
+    hass: HomeAssistant, monkeypatch: pytest.MonkeyPatch, sim: PlexSimulator
+) -> None:
+    """One discovery run (Home Assistant is running), its probe answered by ``sim``."""
+    probe = replace(PLEX_GDM, target=await sim.start_discovery())
+    monkeypatch.setattr(discovery_module, "PROBES", [probe])
+    await discovery_module.async_discover(hass)
+    await hass.async_block_till_done(wait_background_tasks=True)
+
+
 async def test_a_loaded_entry_follows_its_server_with_one_reload(
     hass: HomeAssistant, plex_sim: PlexSimulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -305,15 +322,11 @@ async def test_a_loaded_entry_follows_its_server_with_one_reload(
     entry = plex_entry(plex_sim)
     await _start(hass, monkeypatch, [])
     await setup_entry(hass, entry)
-    moved = PlexSimulator(name=plex_sim.name, machine_id=plex_sim.machine_id)
-    moved.model.generate(shows=10, seasons=2, episodes=5, seed=1)
+    moved = _twin(plex_sim)
     await moved.start()
     try:
         await plex_sim.close()  # the old address answers no more
-        probe = replace(PLEX_GDM, target=await moved.start_discovery())
-        monkeypatch.setattr(discovery_module, "PROBES", [probe])
-        await discovery_module.async_discover(hass)
-        await hass.async_block_till_done(wait_background_tasks=True)
+        await _discover(hass, monkeypatch, moved)
         assert entry.data[CONF_URL] == moved.url
         assert entry.state is ConfigEntryState.LOADED
         # The new address checked (/identity), then one set-up (/) and its sync.
@@ -335,18 +348,14 @@ async def test_an_address_that_answers_too_late_is_given_up(
     """
     monkeypatch.setattr(http, "DEFAULT_TIMEOUT", 3600.0)
     monkeypatch.setattr(config_flow, "ADDRESS_CHECK_TIMEOUT", 0.5)
-    old = PlexSimulator(name=plex_sim.name, machine_id=plex_sim.machine_id)
-    old.model.generate(shows=10, seasons=2, episodes=5, seed=1)
+    old = _twin(plex_sim)
     await old.start()
     try:
         await _start(hass, monkeypatch, [])
         entry = plex_entry(old)
         await setup_entry(hass, entry)
         old.latency = 2.0
-        probe = replace(PLEX_GDM, target=await plex_sim.start_discovery())
-        monkeypatch.setattr(discovery_module, "PROBES", [probe])
-        await discovery_module.async_discover(hass)
-        await hass.async_block_till_done(wait_background_tasks=True)
+        await _discover(hass, monkeypatch, plex_sim)
         assert entry.data[CONF_URL] == plex_sim.url
         assert entry.state is ConfigEntryState.LOADED
     finally:

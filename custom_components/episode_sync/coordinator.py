@@ -299,6 +299,7 @@ class EpisodeSyncCoordinator(DataUpdateCoordinator[SyncSnapshot]):
         return self._owed(self._taken)
 
     def _owed(self, taken: Owed) -> Owed:
+        """What is owed, with ``taken`` as the running sync's work."""
         return Owed(
             self._force_full or taken.force_full,
             self.dirty_libraries | taken.dirty_libraries,
