@@ -14,6 +14,7 @@ import asyncio
 from collections.abc import Callable
 from datetime import timedelta
 import logging
+import random
 from typing import Any
 
 import aiohttp
@@ -52,6 +53,7 @@ from custom_components.episode_sync.push import (
     PushListener,
     reconnect_delay,
 )
+from custom_components.episode_sync.sync import SyncMode
 from tests.helpers import (
     JELLYFIN_DEVICE_ID,
     jellyfin_entry,
@@ -66,6 +68,7 @@ from tests.helpers import (
 from tests.simulator.common import Fault
 from tests.simulator.jellyfin import JellyfinSimulator
 from tests.simulator.plex import PlexSimulator
+from tests.walk import Walk, library_rows, server_rows, watch_some, without_watched
 
 PLEX_SOCKET = "/:/websockets/notifications"
 JELLYFIN_SOCKET = "/socket"
@@ -878,3 +881,50 @@ async def test_jellyfin_intervals_and_unload(
     await _tick(hass, freezer, jellyfin_sim.push.library_update_duration)
     await _tick(hass, freezer, RECONNECT_DELAYS[-1])
     assert jellyfin_sim.requests == []
+
+
+# -- a random walk, pushed ------------------------------------------------------------------
+
+
+async def test_push_alone_follows_a_random_walk(
+    hass: HomeAssistant, media_sim: Sim, freezer: FrozenDateTimeFactory
+) -> None:
+    """Random changes, only the push channel to hear of them: no poll runs in all this time.
+
+    After each step's messages and their debounce, the mirror holds what the
+    server holds (watch state too on Jellyfin, whose UserDataChanged names
+    the items; Plex sends nothing for a watch) and the events name exactly
+    the new episodes.
+    """
+    sim = media_sim
+    watch_some(sim)
+    if isinstance(sim, JellyfinSimulator):
+        entry = await _jellyfin_connected(hass, freezer, sim)
+    else:
+        entry = plex_entry(sim, push_updates=True)
+        await _connected(hass, freezer, entry, sim)
+    coordinator = entry.runtime_data.coordinator
+    events = async_capture_events(hass, EVENT_NEW_EPISODE)
+    walk = Walk(sim, random.Random(5), push=isinstance(sim, JellyfinSimulator))
+    library_ids = tv_library_ids(sim.model)
+    for number in range(10):
+        new = walk.step({e.id for _, _, e in coordinator.mirror.episodes()})
+        where = f"step {number}: {walk.log}"
+        if isinstance(sim, JellyfinSimulator):
+            await _flush_library_changed(hass, freezer, entry, sim)
+        else:
+            await _settle(hass, freezer, entry, sim)
+
+        assert sorted(e.data["episode_id"] for e in events) == sorted(new), where
+        events.clear()
+        for library_id in library_ids:
+            ours, theirs = (
+                library_rows(coordinator.mirror, library_id),
+                server_rows(sim, library_id),
+            )
+            if isinstance(sim, PlexSimulator):
+                ours, theirs = without_watched(ours), without_watched(theirs)
+            assert ours == theirs, where
+    assert coordinator.last_result is not None
+    assert coordinator.last_result.mode is SyncMode.INCREMENTAL
+    assert _listener(entry).connects == 1

@@ -58,7 +58,7 @@ from tests.helpers import (
 )
 from tests.simulator.jellyfin import JellyfinSimulator
 from tests.simulator.plex import PlexSimulator
-from tests.walk import Sim, Walk, library_rows, server_rows, without_watched
+from tests.walk import Sim, Walk, library_rows, server_rows, watch_some, without_watched
 
 #: Each walk: this many steps (a sync after each), from each seed, on each server.
 STEPS = 14
@@ -170,6 +170,7 @@ async def test_incremental_syncs_follow_a_random_walk(setup: Setup, seed: int) -
                 client, server_id=info.server_id, library_ids=library_ids, clock=sim.clock.now
             )
 
+        watch_some(sim)
         walk = Walk(sim, random.Random(seed), push=setup.push)
         ours = engine()
         result = await ours.sync(Mirror(), SyncState())
@@ -284,6 +285,7 @@ async def test_home_assistant_follows_a_random_walk(
     finds nothing to announce.
     """
     sim = media_sim
+    watch_some(sim)
     entry = await entry_for(sim)
     await setup_entry(hass, entry)
     events = async_capture_events(hass, EVENT_NEW_EPISODE)
