@@ -242,6 +242,8 @@ class EpisodeSyncCoordinator(DataUpdateCoordinator[SyncSnapshot]):
         #: One sync at a time: a poll, a push-started sync and the button share
         #: the mirror (Home Assistant before 2025.11 runs refreshes side by side).
         self._sync_lock = asyncio.Lock()
+        #: Held while a sync commits: shutdown waits for a commit, not a sync.
+        self._commit_lock = asyncio.Lock()
         self._unsub_stop: CALLBACK_TYPE | None = hass.bus.async_listen_once(
             EVENT_HOMEASSISTANT_STOP, self._async_stopping
         )
@@ -317,14 +319,15 @@ class EpisodeSyncCoordinator(DataUpdateCoordinator[SyncSnapshot]):
         """Stop, leaving what is still owed for the entry's next coordinator.
 
         A sync still running commits nothing once shutdown is asked for
-        (unload cancels a poll; a push-started or forced sync runs on): it is
-        waited for, so that the next coordinator loads stores no one writes.
+        (unload cancels a poll; a push-started or forced sync runs on), and
+        what it took on is in what is owed. One already committing is waited
+        for, so that the next coordinator loads stores no one writes.
         """
         await super().async_shutdown()
         if self._unsub_stop is not None:
             self._unsub_stop()
             self._unsub_stop = None
-        async with self._sync_lock:
+        async with self._commit_lock:
             await self.store.async_save_owed(self.owed)
 
     async def _async_stopping(self, _event: Event) -> None:
@@ -385,11 +388,16 @@ class EpisodeSyncCoordinator(DataUpdateCoordinator[SyncSnapshot]):
             if isinstance(err, MediaServerError):
                 raise self._failure(err) from err
             raise
-        if self._shutdown_requested:
-            # Unloaded meanwhile: the entry's next coordinator does this again.
-            self._give_back()
-            return self.snapshot()
+        async with self._commit_lock:
+            if self._shutdown_requested:
+                # Unloaded meanwhile: the entry's next coordinator does this again.
+                self._give_back()
+            else:
+                await self._commit(result)
+        return self.snapshot()
 
+    async def _commit(self, result: SyncResult) -> None:
+        """Persist a sync's result, then take it on and announce what it found."""
         new = result.new_episodes
         if (waiting := self._unannounced) is not None:
             waiting.extend(new)  # owed, and saved so, until Home Assistant has started
@@ -416,7 +424,6 @@ class EpisodeSyncCoordinator(DataUpdateCoordinator[SyncSnapshot]):
         self._report_libraries(result, previous)
         if new and waiting is None:
             self._announce(new)
-        return self.snapshot()
 
     def _give_back(self) -> None:
         """What the running sync took on is owed again (it commits nothing)."""
