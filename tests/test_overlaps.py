@@ -150,3 +150,25 @@ async def test_a_sync_running_across_a_reload_commits_nothing(
     assert [event.data["episode_id"] for event in events] == [new]
     assert old.last_result is not None
     assert new not in {e.id for _, _, e in old.mirror.episodes()}  # the old one committed nothing
+
+
+async def test_an_unload_does_not_wait_for_a_slow_sync(
+    hass: HomeAssistant, plex_sim: PlexSimulator, hass_storage: dict[str, Any]
+) -> None:
+    """A push-started sync meets a slow server: the unload ends first; nothing is committed."""
+    entry = plex_entry(plex_sim)
+    await setup_entry(hass, entry)
+    coordinator = _coordinator(entry)
+    events = async_capture_events(hass, EVENT_NEW_EPISODE)
+    _add_episode(plex_sim)
+    stored = hass_storage[f"{DOMAIN}.{entry.entry_id}.library"]
+    plex_sim.clear_log()
+    plex_sim.latency = 1.0
+    pushed = hass.async_create_background_task(coordinator.async_refresh(), "pushed")
+    await _until(lambda: plex_sim.requests)
+
+    assert await hass.config_entries.async_unload(entry.entry_id)
+    assert not pushed.done()  # the unload did not wait for the sync
+    await pushed
+    assert events == []
+    assert hass_storage[f"{DOMAIN}.{entry.entry_id}.library"] is stored
