@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import asyncio
+from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import Any
 
@@ -112,6 +113,13 @@ async def next_poll(
     async_fire_time_changed(hass)
     # Scheduled refreshes run as background tasks: wait for them too.
     await hass.async_block_till_done(wait_background_tasks=True)
+
+
+async def wait_until(predicate: Callable[[], bool]) -> None:
+    """Wait in real time, at most 10 s, until ``predicate()`` holds (a simulator's counter)."""
+    async with asyncio.timeout(10):
+        while not predicate():  # noqa: ASYNC110  # a simulator's log has no event to wait on
+            await asyncio.sleep(0.01)
 
 
 def stored_mirror(hass_storage: dict[str, Any], entry: MockConfigEntry) -> Mirror:

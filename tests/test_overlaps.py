@@ -8,7 +8,6 @@ each new episode once.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from homeassistant.core import HomeAssistant
@@ -19,7 +18,7 @@ from pytest_homeassistant_custom_component.common import async_capture_events
 from custom_components.episode_sync.const import DOMAIN, EVENT_NEW_EPISODE
 from custom_components.episode_sync.coordinator import EpisodeSyncCoordinator
 from custom_components.episode_sync.sync import FullSyncReason, SyncMode
-from tests.helpers import plex_entry, setup_entry, tv_library_ids
+from tests.helpers import plex_entry, setup_entry, tv_library_ids, wait_until
 from tests.simulator.common import Fault
 from tests.simulator.plex import PlexSimulator
 
@@ -34,13 +33,6 @@ def _add_episode(sim: PlexSimulator) -> str:
     return sim.model.add_episode(next(iter(library.shows)), 9, 1).id
 
 
-async def _until(condition: Any) -> None:
-    """Let the loop run until ``condition()`` holds (a request reached the server)."""
-    async with asyncio.timeout(10):
-        while not condition():  # noqa: ASYNC110  # the simulator's log has no event to wait on
-            await asyncio.sleep(0.01)
-
-
 async def test_a_full_sync_asked_for_during_a_failing_sync_still_runs(
     hass: HomeAssistant, plex_sim: PlexSimulator
 ) -> None:
@@ -52,7 +44,7 @@ async def test_a_full_sync_asked_for_during_a_failing_sync_still_runs(
     plex_sim.latency = 0.3
     plex_sim.add_fault(Fault(kind="status", status=500))
     poll = hass.async_create_task(coordinator.async_refresh())
-    await _until(lambda: plex_sim.requests)
+    await wait_until(lambda: bool(plex_sim.requests))
     forced = hass.async_create_task(coordinator.async_force_full_sync())
     await poll
     plex_sim.latency = 0.0
@@ -86,7 +78,7 @@ async def test_refreshes_at_once_run_one_after_the_other(
     plex_sim.latency = 0.05
     modes: list[SyncMode] = []
     pushed = hass.async_create_task(coordinator.async_refresh())
-    await _until(lambda: plex_sim.requests)
+    await wait_until(lambda: bool(plex_sim.requests))
     forced = hass.async_create_task(coordinator.async_force_full_sync())
     await pushed
     assert coordinator.last_result is not None
@@ -110,7 +102,7 @@ async def test_an_unload_during_a_sync_keeps_what_it_took_on(
     plex_sim.clear_log()
     plex_sim.add_fault(Fault(kind="timeout", delay=2.0))
     entry.async_create_background_task(hass, coordinator.async_force_full_sync(), "forced")
-    await _until(lambda: plex_sim.requests)
+    await wait_until(lambda: bool(plex_sim.requests))
     assert coordinator.owed.force_full  # while it runs, too (a stop now saves it)
 
     assert await hass.config_entries.async_unload(entry.entry_id)
@@ -141,7 +133,7 @@ async def test_a_sync_running_across_a_reload_commits_nothing(
     plex_sim.latency = 0.3
     # What the push listener's debouncer runs: a task of Home Assistant's, not the entry's.
     pushed = hass.async_create_task(old.async_refresh())
-    await _until(lambda: plex_sim.requests)
+    await wait_until(lambda: bool(plex_sim.requests))
     reload = hass.async_create_task(hass.config_entries.async_reload(entry.entry_id))
     await pushed
     assert await reload
@@ -165,7 +157,7 @@ async def test_an_unload_does_not_wait_for_a_slow_sync(
     plex_sim.clear_log()
     plex_sim.latency = 1.0
     pushed = hass.async_create_background_task(coordinator.async_refresh(), "pushed")
-    await _until(lambda: plex_sim.requests)
+    await wait_until(lambda: bool(plex_sim.requests))
 
     assert await hass.config_entries.async_unload(entry.entry_id)
     assert not pushed.done()  # the unload did not wait for the sync

@@ -64,6 +64,7 @@ from tests.helpers import (
     state_of,
     stored_mirror,
     tv_library_ids,
+    wait_until,
 )
 from tests.simulator.common import Fault
 from tests.simulator.jellyfin import JellyfinSimulator
@@ -802,7 +803,7 @@ async def test_jellyfin_repeated_and_changed_force_keepalive(
         listening = asyncio.get_running_loop().create_task(
             socket.listen(lambda: None, lambda h: None)
         )
-        await _until_real(lambda: push.keepalives_received >= 4, "faster keepalives")
+        await wait_until(lambda: push.keepalives_received >= 4)
         assert socket.keepalive_interval == 0.1
         await push.drop()
         await asyncio.wait_for(listening, 10)
@@ -847,13 +848,6 @@ async def test_plex_socket_that_redirects_is_not_followed(plex_sim: PlexSimulato
         assert plex_sim.token not in str(err.value)
     finally:
         await elsewhere.close()
-
-
-async def _until_real(predicate: Callable[[], bool], what: str) -> None:
-    """Wait in real time (for tests without a frozen clock)."""
-    async with asyncio.timeout(10):
-        while not predicate():  # noqa: ASYNC110 - the predicate reads a simulator counter
-            await asyncio.sleep(0.01)
 
 
 async def test_jellyfin_intervals_and_unload(
