@@ -1,4 +1,4 @@
-"""Servers on the local network: Plex GDM and Jellyfin's UDP discovery.
+"""Servers on the local network: Plex GDM, Jellyfin's UDP discovery, Plex mDNS announcements.
 
 The simulators answer probes on a UDP port of 127.0.0.1 as the real
 responders do on their fixed ports; the probes are pointed there instead of
@@ -10,17 +10,21 @@ from __future__ import annotations
 import asyncio
 from dataclasses import replace
 import errno
+from ipaddress import ip_address
 import json
 from typing import Any
 
 from homeassistant.config_entries import (
     SOURCE_IGNORE,
     SOURCE_INTEGRATION_DISCOVERY,
+    SOURCE_ZEROCONF,
     ConfigEntryState,
 )
 from homeassistant.const import CONF_TOKEN, CONF_URL, CONF_USERNAME
 from homeassistant.core import HomeAssistant
 from homeassistant.data_entry_flow import FlowResultType
+from homeassistant.helpers.service_info.zeroconf import ZeroconfServiceInfo
+from homeassistant.loader import async_get_zeroconf
 from homeassistant.setup import async_setup_component
 import pytest
 
@@ -36,7 +40,7 @@ from custom_components.episode_sync.api.discovery import (
     parse_jellyfin,
 )
 from custom_components.episode_sync.api.models import ServerKind
-from custom_components.episode_sync.const import CONF_LIBRARIES, DOMAIN
+from custom_components.episode_sync.const import CONF_CLIENT_ID, CONF_LIBRARIES, DOMAIN
 from tests.helpers import jellyfin_entry, plex_entry, setup_entry, tv_library_ids
 from tests.simulator.jellyfin import JellyfinSimulator
 from tests.simulator.plex import PlexSimulator
@@ -44,6 +48,8 @@ from tests.simulator.plex import PlexSimulator
 #: The simulators answer at once on 127.0.0.1, but on the tests' own loop: a
 #: listen well beyond the longest pause a loaded machine gives it.
 LISTEN = 1.0
+#: The mDNS service type Plex Media Server announces (manifest.json's ``zeroconf``).
+PLEX_MDNS_TYPE = "_plexmediasvr._tcp.local."
 
 
 async def _probes(plex: PlexSimulator, jellyfin: JellyfinSimulator) -> list[Probe]:
@@ -360,3 +366,100 @@ async def test_an_address_that_answers_too_late_is_given_up(
         assert entry.state is ConfigEntryState.LOADED
     finally:
         await old.close()
+
+
+# -- mDNS: Home Assistant's zeroconf hands a Plex announcement over -----------------------
+
+
+def _announcement(sim: PlexSimulator, host: str = "127.0.0.1") -> ZeroconfServiceInfo:
+    """What Home Assistant's zeroconf passes on for a Plex server's mDNS announcement."""
+    return ZeroconfServiceInfo(
+        ip_address=ip_address(host),
+        ip_addresses=[ip_address(host)],
+        port=sim.port,
+        hostname="nas.local.",
+        type=PLEX_MDNS_TYPE,
+        name=f"{sim.name}.{PLEX_MDNS_TYPE}",
+        properties={},
+    )
+
+
+async def _announce(hass: HomeAssistant, sim: PlexSimulator, host: str = "127.0.0.1") -> Any:
+    return await hass.config_entries.flow.async_init(
+        DOMAIN, context={"source": SOURCE_ZEROCONF}, data=_announcement(sim, host)
+    )
+
+
+async def test_home_assistant_listens_for_plex_announcements(hass: HomeAssistant) -> None:
+    """The manifest's zeroconf type is one Home Assistant matches for Episode Sync."""
+    assert {"domain": DOMAIN} in (await async_get_zeroconf(hass))[PLEX_MDNS_TYPE]
+
+
+async def test_an_announced_plex_server_is_offered_before_any_entry_exists(
+    hass: HomeAssistant, plex_sim: PlexSimulator
+) -> None:
+    """The first server: asked which it is (no token sent), then offered as GDM's are."""
+    result = await _announce(hass, plex_sim)
+    assert result["type"] is FlowResultType.FORM
+    assert result["step_id"] == "plex"
+    (flow,) = hass.config_entries.flow.async_progress_by_handler(DOMAIN)
+    assert flow["context"]["unique_id"] == plex_sim.machine_id
+    assert flow["context"]["title_placeholders"] == {"name": plex_sim.name}
+    suggested = {
+        str(key): key.description["suggested_value"]
+        for key in result["data_schema"].schema
+        if key.description and "suggested_value" in key.description
+    }
+    assert suggested == {CONF_URL: plex_sim.url}
+    (asked,) = plex_sim.requests
+    assert asked.path == "/identity"
+    assert "X-Plex-Token" not in asked.headers
+    assert "X-Plex-Token" not in asked.query
+    # The client id sent then is the one the entry keeps.
+    result = await hass.config_entries.flow.async_configure(
+        result["flow_id"], {CONF_URL: plex_sim.url, CONF_TOKEN: plex_sim.token}
+    )
+    result = await hass.config_entries.flow.async_configure(
+        result["flow_id"], {CONF_LIBRARIES: tv_library_ids(plex_sim.model)}
+    )
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert set(plex_sim.count_by_client()) == {result["result"].data[CONF_CLIENT_ID]}
+
+    # Announced again (every start): the server at that address costs no request.
+    plex_sim.clear_log()
+    result = await _announce(hass, plex_sim)
+    assert result["type"] is FlowResultType.ABORT
+    assert result["reason"] == "already_configured"
+    assert plex_sim.requests == []
+
+
+async def test_an_announced_server_set_up_under_another_address_is_not_offered(
+    hass: HomeAssistant, plex_sim: PlexSimulator
+) -> None:
+    """An entry with a host name: the announced IP address answers as its server."""
+    entry = plex_entry(plex_sim)
+    entry.add_to_hass(hass)
+    by_name = plex_sim.url.replace("127.0.0.1", "localhost")
+    hass.config_entries.async_update_entry(entry, data={**entry.data, CONF_URL: by_name})
+    result = await _announce(hass, plex_sim)
+    assert result["type"] is FlowResultType.ABORT
+    assert result["reason"] == "already_configured"
+    assert entry.data[CONF_URL] == by_name
+    assert plex_sim.count("/identity") == 1
+
+
+async def test_an_announcement_that_is_no_plex_server_is_dropped(
+    hass: HomeAssistant, plex_sim: PlexSimulator, jellyfin_sim: JellyfinSimulator
+) -> None:
+    """Something else at the address, or nothing: no flow, and no error for the user."""
+    result = await hass.config_entries.flow.async_init(
+        DOMAIN,
+        context={"source": SOURCE_ZEROCONF},
+        data=replace(_announcement(plex_sim), port=jellyfin_sim.port),
+    )
+    assert result["type"] is FlowResultType.ABORT
+    assert result["reason"] == "cannot_connect"
+    await plex_sim.close()
+    result = await _announce(hass, plex_sim)
+    assert result["reason"] == "cannot_connect"
+    assert hass.config_entries.flow.async_progress_by_handler(DOMAIN) == []

@@ -43,6 +43,7 @@ from homeassistant.helpers.selector import (
     TextSelectorConfig,
     TextSelectorType,
 )
+from homeassistant.helpers.service_info.zeroconf import ZeroconfServiceInfo
 from homeassistant.helpers.typing import DiscoveryInfoType
 from yarl import URL
 
@@ -266,26 +267,49 @@ class EpisodeSyncConfigFlow(ConfigFlow, domain=DOMAIN):
             self.hass.config_entries.async_schedule_reload(entry.entry_id)
 
     async def _answers_as(self, entry: ConfigEntry, url: str, server_id: str) -> bool:
-        """Whether ``url`` answers as the server, asked on a route that needs no credentials.
+        """Whether ``url`` answers as the entry's server."""
+        return await self._server_at({**entry.data, CONF_URL: url}, entry.title) == server_id
+
+    async def _server_at(self, data: Mapping[str, Any], title: str) -> str | None:
+        """The id of the server at ``data``'s address, asked on a route that needs no credentials.
 
         None are sent: anything on the network can answer a discovery probe.
         A server that just answered discovery answers this at once; the
-        address it left may hold the connection, so the wait is short.
+        address an entry left may hold the connection, so the wait is short.
         """
-        client = create_client(
-            self.hass,
-            {**entry.data, CONF_URL: url, CONF_TOKEN: ""},
-            timeout=ADDRESS_CHECK_TIMEOUT,
-        )
+        client = create_client(self.hass, {**data, CONF_TOKEN: ""}, timeout=ADDRESS_CHECK_TIMEOUT)
         try:
             if isinstance(client, PlexClient):
                 found = await client.identity()
             else:
                 found = await client.public_info()
         except MediaServerError as err:
-            LOGGER.debug("%s: %s does not answer as the server: %s", entry.title, url, err)
-            return False
-        return found.server_id == server_id
+            LOGGER.debug("%s: %s does not answer as a server: %s", title, data[CONF_URL], err)
+            return None
+        return found.server_id
+
+    async def async_step_zeroconf(self, discovery_info: ZeroconfServiceInfo) -> ConfigFlowResult:
+        """A Plex server announced over mDNS: offered as one found by GDM is.
+
+        Home Assistant's zeroconf matches the type in manifest.json (the one
+        Home Assistant's own Plex integration lists) before Episode Sync has
+        an entry, so this finds the first server, which the GDM probe of
+        ``discovery.py`` cannot: it runs only once an entry exists. The
+        announcement carries no server id; the address is asked for it.
+        """
+        url = str(URL.build(scheme="http", host=discovery_info.host, port=discovery_info.port))
+        # Announced again at every start: a server set up at this address costs no request.
+        if any(entry.data.get(CONF_URL) == url for entry in self._async_current_entries()):
+            return self.async_abort(reason="already_configured")
+        # The install's client id from the first request on, if the user goes on.
+        self._data[CONF_CLIENT_ID] = uuid.uuid4().hex
+        data = {**self._data, CONF_SERVER_TYPE: ServerKind.PLEX.value, CONF_URL: url}
+        name = discovery_info.name.removesuffix(f".{discovery_info.type}")
+        if (server_id := await self._server_at(data, name)) is None:
+            return self.async_abort(reason="cannot_connect")
+        return await self.async_step_integration_discovery(
+            {"kind": ServerKind.PLEX.value, "server_id": server_id, "name": name, "url": url}
+        )
 
     # -- Plex -------------------------------------------------------------------------
 

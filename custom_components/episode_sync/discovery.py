@@ -7,7 +7,8 @@ whose server moved follows it (the config flow's ``integration_discovery``
 step decides). One probe of each kind goes out once Home Assistant has
 started, so a start is not slowed down by listening for answers. Home
 Assistant sets a custom integration up only once it has an entry: this finds
-further servers, and servers that moved, not the first one.
+further servers, and servers that moved; the first Plex server comes from
+Home Assistant's zeroconf (``async_step_zeroconf`` of the config flow).
 """
 
 from __future__ import annotations
