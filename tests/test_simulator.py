@@ -1215,7 +1215,8 @@ async def test_jellyfin_items_recursion_and_parents(
     assert _ids(await items(Ids=episode)) == [episode]
     assert _ids(await items(Ids=episode, ParentId=show.id)) == []
     assert _ids(await items(Ids=episode, ParentId=show.id, Recursive="true")) == [episode]
-    assert (await _jf(session, sim, "/Items", token, ParentId="f" * 32, userId=user_id))[0] == 404
+    # An unknown parent is a bad request (ArgumentException), not a 404.
+    assert (await _jf(session, sim, "/Items", token, ParentId="f" * 32, userId=user_id))[0] == 400
 
 
 async def test_jellyfin_location_types_and_is_missing(

@@ -28,6 +28,7 @@ from tests.helpers import (
     stored_mirror,
     tv_library_ids,
 )
+from tests.simulator.common import Fault
 from tests.simulator.jellyfin import JellyfinSimulator
 
 VERSIONS = ["10.10.7", "10.11.7", "12.0.0"]
@@ -92,7 +93,8 @@ async def test_a_selected_library_back_on_the_server_is_mirrored_at_the_next_syn
     jellyfin_sim.model.remove_library(anime.id)  # the folder is removed from the server
     await next_poll(hass, freezer)
     assert state_of(hass, entry, "sensor", "episodes") == "100"
-    # Its listing answered 404, an unknown item: gone, without a full sync.
+    # Its listing answered 400 (an unknown ParentId) and the library list has
+    # it no more: gone, without a full sync.
     assert state_of(hass, entry, "sensor", "sync_mode") == "incremental"
     jellyfin_sim.clear_log()
     await next_poll(hass, freezer)
@@ -105,6 +107,20 @@ async def test_a_selected_library_back_on_the_server_is_mirrored_at_the_next_syn
     await next_poll(hass, freezer)
     assert not any(p.endswith("Views") for p in _sync_requests(jellyfin_sim))
     assert len(_sync_requests(jellyfin_sim)) == 3  # one listing per library, one delta
+
+
+async def test_a_bad_request_for_a_library_still_listed_drops_nothing(
+    hass: HomeAssistant, jellyfin_sim: JellyfinSimulator, freezer: FrozenDateTimeFactory
+) -> None:
+    """A 400 is a gone library only when the library list confirms it."""
+    entry = await jellyfin_entry(jellyfin_sim)
+    await setup_entry(hass, entry)
+    jellyfin_sim.add_fault(Fault(kind="status", path="/Items", param="ParentId", status=400))
+    jellyfin_sim.clear_log()
+    await next_poll(hass, freezer)
+    assert any(p.endswith("Views") for p in _sync_requests(jellyfin_sim))  # asked, and listed
+    assert state_of(hass, entry, "sensor", "episodes") == "100"
+    assert state_of(hass, entry, "sensor", "sync_mode") == "full"  # the fallback, complete
 
 
 async def test_added_episode_with_an_old_file_date_is_new(

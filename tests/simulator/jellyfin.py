@@ -490,7 +490,11 @@ class JellyfinSimulator(SimServer):
                 {"Items": views, "TotalRecordCount": len(views), "StartIndex": start}
             )
         if parent is not None and not self._known_parent(parent):
-            return web.Response(status=404)
+            # An unknown ParentId is no 404: LibraryManager.GetParentItem throws
+            # ArgumentException("Invalid parent id") in 10.8 to 10.11
+            # (Emby.Server.Implementations/Library/LibraryManager.cs), which the
+            # exception middleware answers 400 with its generic text (docs: jellyfin §1).
+            return web.Response(status=400, text="Error processing request.")
         key = (
             *sorted(
                 (k, v)

@@ -280,7 +280,21 @@ class JellyfinClient(HttpClient):
         ]
 
     async def shows(self, library_id: str) -> list[Show]:
-        """Every series of a library with its episode and unplayed counts."""
+        """Every series of a library with its episode and unplayed counts.
+
+        A library gone from the server answers 400, as any unknown ParentId
+        does (the server throws "Invalid parent id", and its answer's text is
+        a generic one): the library list tells a gone library from a bad
+        request, and a gone one is ``MediaServerNotFoundError``.
+        """
+        try:
+            return await self._library_shows(library_id)
+        except MediaServerProtocolError as err:
+            if err.status == 400 and all(lib.id != library_id for lib in await self.libraries()):
+                raise MediaServerNotFoundError(f"Jellyfin has no library {library_id}") from err
+            raise
+
+    async def _library_shows(self, library_id: str) -> list[Show]:
         return await self._items(
             "/Items",
             {
