@@ -562,6 +562,57 @@ async def test_jellyfin_refused_token_starts_reauth(
     assert jellyfin_sim.count(JELLYFIN_SOCKET) == 1
 
 
+async def test_a_socket_refused_by_a_proxy_starts_no_reauth(
+    hass: HomeAssistant,
+    media_sim: Sim,
+    freezer: FrozenDateTimeFactory,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The handshake refused (a proxy that blocks WebSockets), the HTTP API not: polling goes on."""
+    if isinstance(media_sim, PlexSimulator):
+        entry, socket = plex_entry(media_sim, push_updates=True), PLEX_SOCKET
+        await _connected(hass, freezer, entry, media_sim)
+        media_sim.add_fault(Fault(kind="status", path=socket, status=401, times=-1))
+        await media_sim.push.disconnect()
+    else:
+        entry, socket = await _jellyfin_connected(hass, freezer, media_sim), JELLYFIN_SOCKET
+        media_sim.add_fault(Fault(kind="status", path=socket, status=403, times=-1))
+        await media_sim.push.drop()
+    coordinator = entry.runtime_data.coordinator
+    listener = _listener(entry)
+    await _until(lambda: not listener.connected, "socket closed")
+    await _tick(hass, freezer, RECONNECT_DELAYS[0])
+    await _until(lambda: "accepts the credentials" in caplog.text, "the refusal told apart")
+    await hass.async_block_till_done()
+
+    assert hass.config_entries.flow.async_progress() == []  # no reauth
+    assert _syncs(media_sim) == 1  # the sync that asked the HTTP API
+    assert coordinator.last_update_success
+    assert coordinator.update_interval == timedelta(minutes=10)  # polling at the normal pace
+    attempts = media_sim.count(socket)
+    for _ in range(5):
+        await _tick(hass, freezer, 300)
+    assert media_sim.count(socket) == attempts  # push stays off until a reload
+
+
+async def test_a_refused_socket_while_the_server_is_down_is_tried_again(
+    hass: HomeAssistant, jellyfin_sim: JellyfinSimulator, freezer: FrozenDateTimeFactory
+) -> None:
+    """The sync that would tell the refusal apart fails too: nothing decided, the socket retries."""
+    entry = await _jellyfin_connected(hass, freezer, jellyfin_sim)
+    refused = jellyfin_sim.add_fault(Fault(kind="status", path=JELLYFIN_SOCKET, status=403))
+    down = jellyfin_sim.add_fault(Fault(kind="status", path="/Items", status=503))
+    await jellyfin_sim.push.drop()
+    listener = _listener(entry)
+    await _until(lambda: not listener.connected, "socket closed")
+    await _tick(hass, freezer, RECONNECT_DELAYS[0])
+    await _until(lambda: down.fired == 1, "the sync failed")
+    assert refused.fired == 1
+    await _tick(hass, freezer, RECONNECT_DELAYS[1])
+    await _until(lambda: listener.connected, "reconnected")
+    assert hass.config_entries.flow.async_progress() == []
+
+
 # -- the Jellyfin simulator's socket on its own (real time, no Home Assistant) ---------------
 
 

@@ -11,8 +11,10 @@ the source of truth", jellyfin §6 "missed messages are never replayed"):
 - while the socket is up the coordinator polls every ``push_scan_interval``
   minutes as a safety net, while it is down every ``scan_interval``;
 - a lost socket reconnects with exponential backoff (python-plexwebsocket's
-  ``min(2**(n-1) * 30, 300)`` s); refused credentials (Plex 401, Jellyfin 403
-  on the handshake) stop the listener and start a reauth instead of looping.
+  ``min(2**(n-1) * 30, 300)`` s); a handshake that refuses the credentials
+  (Plex 401, Jellyfin 403) stops the listener instead of looping, and a sync
+  asks the HTTP API whether they are wrong (then it starts the reauth) or only
+  the socket is refused (a proxy).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from homeassistant.const import CONF_VERIFY_SSL
 from homeassistant.core import HomeAssistant, callback
+from homeassistant.exceptions import ConfigEntryAuthFailed
 from homeassistant.helpers.aiohttp_client import async_get_clientsession
 from homeassistant.helpers.debounce import Debouncer
 
@@ -116,10 +119,9 @@ class PushListener:
                 await self.socket.listen(self._opened, self._hints)
                 LOGGER.debug("%s closed its notification socket", self.socket.server)
             except MediaServerAuthError as err:
-                LOGGER.warning("%s; push updates stop until the entry is re-authenticated", err)
                 self._set_connected(False)
-                self._entry.async_start_reauth(self._hass)
-                return
+                if await self._refused_for_good(err):
+                    return
             except MediaServerError as err:
                 LOGGER.debug("%s", err)
             except Exception:
@@ -129,6 +131,32 @@ class PushListener:
             self._set_connected(False)
             self.retries += 1
             await asyncio.sleep(reconnect_delay(self.retries))
+
+    async def _refused_for_good(self, err: MediaServerAuthError) -> bool:
+        """The handshake refused the credentials: a sync asks the HTTP API whether it agrees.
+
+        A reverse proxy that does not pass WebSockets refuses the handshake
+        too (403), and a reauth cannot help there. The sync sends the same
+        credentials: refused there, the coordinator starts the reauth as at
+        any poll; accepted, only the socket is refused. Either way push stops
+        until the entry is reloaded. A sync that fails otherwise (the server
+        is down) decides nothing: the socket is tried again later.
+        """
+        coordinator = self._coordinator
+        await coordinator.async_refresh()
+        if isinstance(coordinator.last_exception, ConfigEntryAuthFailed):
+            LOGGER.warning("%s; push updates stop until the entry is re-authenticated", err)
+            return True
+        if coordinator.last_update_success:
+            LOGGER.warning(
+                "%s refused its notification socket but accepts the credentials (a reverse"
+                " proxy that does not pass WebSockets?); push updates stop, polling every %s"
+                " continues",
+                self.socket.server,
+                self._poll,
+            )
+            return True
+        return False
 
     @callback
     def _opened(self) -> None:
