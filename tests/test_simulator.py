@@ -341,6 +341,15 @@ async def test_plex_leaves_are_paged_and_images_need_the_token(
         session, plex_sim, f"/library/sections/{_section(plex_sim)}/allLeaves{paging}"
     )
     assert (section["size"], section["totalSize"]) == (3, 100)
+    # A show's leaves come in season and episode order unless sorted: an
+    # episode inserted early in that order shifts the later pages.
+    early = plex_sim.model.add_episode(show.id, 1, 0, title="Pilot")
+    _, unsorted = await _plex(session, plex_sim, f"/library/metadata/{show.id}/allLeaves")
+    assert unsorted["Metadata"][0]["ratingKey"] == early.id
+    _, by_id = await _plex(session, plex_sim, f"/library/metadata/{show.id}/allLeaves?sort=id")
+    keys = [int(row["ratingKey"]) for row in by_id["Metadata"]]
+    assert keys == sorted(keys)
+    assert keys[-1] == int(early.id)
     thumb = f"{plex_sim.url}/library/metadata/{show.id}/thumb/1"
     async with session.get(thumb) as reply:
         assert reply.status == 401
@@ -448,7 +457,7 @@ async def test_plex_timeline_and_activities_follow_a_scan(
 async def test_plex_instrumentation_flags_bad_requests(
     plex_sim: PlexSimulator, session: aiohttp.ClientSession
 ) -> None:
-    """Counts per endpoint and client id; requests without JSON, client id or paging are named."""
+    """Counts per endpoint and client id; requests without JSON, client id, paging or sort named."""
     section = _section(plex_sim)
     token = {"X-Plex-Token": plex_sim.token}
     async with session.get(f"{plex_sim.url}/library/sections/{section}/all", headers=token):
@@ -456,17 +465,23 @@ async def test_plex_instrumentation_flags_bad_requests(
     await _plex(
         session,
         plex_sim,
-        f"/library/sections/{section}/all?X-Plex-Container-Start=0&X-Plex-Container-Size=5",
+        f"/library/sections/{section}/all?sort=id&X-Plex-Container-Start=0&X-Plex-Container-Size=5",
     )
     await _plex(
         session,
         plex_sim,
-        f"/library/sections/{section}/all?type=4&addedAt>=1&updatedAt>>=1"
+        f"/library/sections/{section}/all?type=4&addedAt>=1&updatedAt>>=1&sort=id"
         "&X-Plex-Container-Start=0&X-Plex-Container-Size=5",
         raw=True,
     )
     reasons = [reason for _, reason in plex_sim.protocol_violations()]
-    assert reasons == ["no-json-accept", "no-client-id", "unpaged-listing", "plain-gte-on-date"]
+    assert reasons == [
+        "no-json-accept",
+        "no-client-id",
+        "unpaged-listing",
+        "unsorted-listing",
+        "plain-gte-on-date",
+    ]
     assert plex_sim.count_by_client() == {"": 1, "sim-test": 2}
     assert plex_sim.count_by_route() == {"/library/sections/{section}/all": 3}
 

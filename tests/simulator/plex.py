@@ -19,7 +19,8 @@ Implements the simulator checklist of the project's Plex notes (docs/plex-api.md
   serves fewer items than asked; ``X-Plex-Container-Start`` and
   ``X-Plex-Container-Total-Size`` response headers (DESC §Pagination; PLX);
   ``limit=N`` caps the rows and leaves the true total out (no ``totalSize``);
-  rows in stable ``sort=`` order; ``allLeaves`` (section and show) paged alike;
+  rows in stable ``sort=`` order (unsorted, a show's ``allLeaves`` come in
+  season and episode order); ``allLeaves`` (section and show) paged alike;
 - filters: the operators of DESC §Operators per field type (docs: plex §4):
   dates (``addedAt``/``updatedAt``/``lastViewedAt``) ``=``, ``!=`` and strict
   ``>>=``/``<<=``; integers (``index``, ``parentIndex``, ``viewCount``,
@@ -308,7 +309,9 @@ class PlexSimulator(SimServer):
 
         ``no-json-accept`` (PMS answers XML), ``no-client-id`` (one identifier
         per install, docs: plex §1), ``unpaged-listing`` (a listing without
-        both Start and Size, docs: plex §3) and ``plain-gte-on-date`` (``>=``
+        both Start and Size, docs: plex §3), ``unsorted-listing`` (one paged
+        without a ``sort``, whose rows a scan can shift between pages, docs:
+        plex §3) and ``plain-gte-on-date`` (``>=``
         or ``<=`` on a date field, which is no date operator, docs: plex §4).
         """
         found: list[tuple[LoggedRequest, str]] = []
@@ -324,6 +327,8 @@ class PlexSimulator(SimServer):
                 for name in ("X-Plex-Container-Start", "X-Plex-Container-Size")
             ):
                 found.append((r, "unpaged-listing"))
+            if r.route in PAGED_ROUTES and "sort" not in r.query:
+                found.append((r, "unsorted-listing"))
             # aiohttp splits ``addedAt>=5`` into the key ``addedAt>`` (``>>=``: ``addedAt>>``).
             if any(
                 key.rstrip("<>") in _DATE_FIELDS
@@ -558,8 +563,16 @@ class PlexSimulator(SimServer):
         show = self.model.find_show(request.match_info["key"])
         if show is None:
             return self._not_found()
-        rows = [self._episode_row(e) for e in show.episodes.values() if not e.virtual]
-        return self._listing(request, rows, library_id=show.library_id, title=show.title)
+        # Unsorted, a show's leaves come in season and episode order, which a
+        # scan inserting an episode shifts between pages (docs: plex §3).
+        leaves = sorted(
+            (e for e in show.episodes.values() if not e.virtual),
+            key=lambda e: (e.season or 0, e.number or 0, int(e.id)),
+        )
+        rows = [self._episode_row(e) for e in leaves]
+        return self._listing(
+            request, rows, library_id=show.library_id, title=show.title, in_id_order=False
+        )
 
     async def _children(self, request: web.Request) -> web.Response:
         """A show's seasons, or a season's episodes (what a naive walk asks for)."""
@@ -618,15 +631,23 @@ class PlexSimulator(SimServer):
     # -- paging and filters ---------------------------------------------------------------
 
     def _listing(
-        self, request: web.Request, rows: list[dict[str, Any]], *, library_id: str, title: str
+        self,
+        request: web.Request,
+        rows: list[dict[str, Any]],
+        *,
+        library_id: str,
+        title: str,
+        in_id_order: bool = True,
     ) -> web.Response:
+        """One page of ``rows`` (given in the route's own order: ids, unless said otherwise)."""
         query = request.query
         filtered = self._filter(request, rows)
         if isinstance(filtered, web.Response):
             return filtered
-        sort = query.get("sort", "id")
-        # Cached section rows are already in id order.
-        rows = filtered if sort in ("id", "id:asc") else self._sort(filtered, sort)
+        sort = query.get("sort")
+        if sort is not None and not (in_id_order and sort in ("id", "id:asc")):
+            filtered = self._sort(filtered, sort)
+        rows = filtered
         # ``limit=N`` caps the results and omits the true total (DESC §Pagination).
         capped = "limit" in query
         if capped:

@@ -274,8 +274,9 @@ class PlexClient(HttpClient):
         """Every episode of one show (``allLeaves``)."""
         return await self._paged(
             f"/library/metadata/{show_id}/allLeaves",
-            # No file I/O on the server for a metadata path (docs: plex §2.8, §6).
-            {**_LIGHT, "checkFiles": "0"},
+            # No file I/O on the server for a metadata path (docs: plex §2.8, §6);
+            # a stable order while paging, as for the section listings (docs: plex §3).
+            {"sort": "id", **_LIGHT, "checkFiles": "0"},
             lambda rows: _episodes(rows, library_id),
         )
 
