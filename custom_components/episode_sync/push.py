@@ -144,9 +144,7 @@ class PushListener:
         """
         coordinator = self._coordinator
         await coordinator.async_refresh()
-        if isinstance(coordinator.last_exception, ConfigEntryAuthFailed):
-            LOGGER.warning("%s; push updates stop until the entry is re-authenticated", err)
-            return True
+        # Checked first: a success leaves an older failure in ``last_exception``.
         if coordinator.last_update_success:
             LOGGER.warning(
                 "%s refused its notification socket but accepts the credentials (a reverse"
@@ -155,6 +153,9 @@ class PushListener:
                 self.socket.server,
                 self._poll,
             )
+            return True
+        if isinstance(coordinator.last_exception, ConfigEntryAuthFailed):
+            LOGGER.warning("%s; push updates stop until the entry is re-authenticated", err)
             return True
         return False
 
