@@ -73,6 +73,7 @@ def _plex(page_cap: int | None = None, **switches: Any) -> Callable[[], PlexSimu
     def make() -> PlexSimulator:
         sim = PlexSimulator(page_cap=page_cap)
         for name, value in switches.items():
+            assert hasattr(sim, name), name
             setattr(sim, name, value)
         return sim
 
@@ -87,9 +88,9 @@ SERVERS: dict[str, Callable[[], Sim]] = {
     "plex": _plex(),
     "plex-small-pages": _plex(page_cap=7),
     "plex-trash": _plex(auto_empty_trash=False),
-    # The simulator's other documented behaviours at once (trash counted in
-    # ``leafCount`` leaves the mirror only at a full sync: test_sync_plex.py).
-    "plex-other-switches": _plex(
+    # Five more of the simulator's documented behaviours at once (trash counted
+    # in ``leafCount`` leaves the mirror only at a full sync: test_sync_plex.py).
+    "plex-more-switches": _plex(
         watch_bumps_content_changed=True,
         unwatch_bumps_updated_at=True,
         gte_on_date_is_400=True,
@@ -97,8 +98,8 @@ SERVERS: dict[str, Callable[[], Sim]] = {
         metadata_list_404_on_unknown=True,
     ),
     "jellyfin-10.11": _jellyfin(),
-    # New items saved (``DateLastSaved``) only a while after they appear.
-    "jellyfin-10.11-late-refresh": _jellyfin(first_refresh_delay=POLL / 2),
+    # New items have no save date until a refresh that comes after the next sync.
+    "jellyfin-10.11-late-refresh": _jellyfin(first_refresh_delay=POLL * 1.5),
     "jellyfin-10.11-push": _jellyfin(),
     "jellyfin-10.8-small-pages": _jellyfin(version="10.8.13", page_cap=7),
 }

@@ -17,7 +17,7 @@ from homeassistant.core import HomeAssistant
 import pytest
 from pytest_homeassistant_custom_component.common import async_capture_events
 
-from custom_components.episode_sync.const import EVENT_NEW_EPISODE
+from custom_components.episode_sync.const import DOMAIN, EVENT_NEW_EPISODE
 from tests.helpers import (
     jellyfin_entry,
     mirror_rows,
@@ -118,9 +118,66 @@ async def test_a_bad_request_for_a_library_still_listed_drops_nothing(
     jellyfin_sim.add_fault(Fault(kind="status", path="/Items", param="ParentId", status=400))
     jellyfin_sim.clear_log()
     await next_poll(hass, freezer)
-    assert any(p.endswith("Views") for p in _sync_requests(jellyfin_sim))  # asked, and listed
+    # The library list asked after the 400 (and again by the full sync that followed).
+    assert sum(p.endswith("Views") for p in _sync_requests(jellyfin_sim)) == 2
     assert state_of(hass, entry, "sensor", "episodes") == "100"
     assert state_of(hass, entry, "sensor", "sync_mode") == "full"  # the fallback, complete
+
+
+async def test_a_series_saved_again_before_its_new_episode_is_re_listed(
+    hass: HomeAssistant,
+    jellyfin_sim: JellyfinSimulator,
+    freezer: FrozenDateTimeFactory,
+    hass_storage: dict[str, Any],
+) -> None:
+    """A re-matched episode (new id, same counts), not saved yet: the series' new Etag tells."""
+    jellyfin_sim.first_refresh_delay = 3600.0  # its first refresh comes long after the poll
+    entry = await jellyfin_entry(jellyfin_sim)
+    await setup_entry(hass, entry)
+    events = async_capture_events(hass, EVENT_NEW_EPISODE)
+    library_id = tv_library_ids(jellyfin_sim.model)[0]
+    show = next(iter(jellyfin_sim.model.libraries[library_id].shows.values()))
+    jellyfin_sim.model.rekey_episode(next(iter(show.episodes)))
+    jellyfin_sim.clear_log()
+    await next_poll(hass, freezer)
+
+    assert mirror_rows(stored_mirror(hass_storage, entry)) == model_rows(
+        jellyfin_sim.model, [library_id]
+    )
+    # The series listing, the delta (which cannot see the new row), that one series.
+    assert len(_sync_requests(jellyfin_sim)) == 3
+    assert any(p == f"/Shows/{show.id}/Episodes" for p in _sync_requests(jellyfin_sim))
+    assert state_of(hass, entry, "sensor", "sync_mode") == "incremental"
+    assert events == []  # the same episode, under a new id
+
+    # The same while Home Assistant is stopped: the stored mirror keeps the Etags.
+    assert await hass.config_entries.async_unload(entry.entry_id)
+    jellyfin_sim.model.rekey_episode(list(show.episodes)[1])
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    await hass.async_block_till_done()
+    assert mirror_rows(entry.runtime_data.coordinator.mirror) == model_rows(
+        jellyfin_sim.model, [library_id]
+    )
+
+
+async def test_etags_of_a_mirror_stored_without_them_are_adopted(
+    hass: HomeAssistant, jellyfin_sim: JellyfinSimulator, hass_storage: dict[str, Any]
+) -> None:
+    """A store from before series Etags were kept: the next sync takes them, re-listing nothing."""
+    entry = await jellyfin_entry(jellyfin_sim)
+    await setup_entry(hass, entry)
+    stored = hass_storage[f"{DOMAIN}.{entry.entry_id}.library"]["data"]
+    for library in stored["libraries"]:
+        for show in library["shows"]:
+            assert show[7]  # the series' Etag
+            del show[7:]
+    jellyfin_sim.clear_log()
+    assert await hass.config_entries.async_reload(entry.entry_id)
+    await hass.async_block_till_done()
+    # The set-up's sync: the series listing and the delta, no series re-listed.
+    assert len(_sync_requests(jellyfin_sim)) == 2
+    stored = hass_storage[f"{DOMAIN}.{entry.entry_id}.library"]["data"]
+    assert all(show[7] for library in stored["libraries"] for show in library["shows"])
 
 
 async def test_added_episode_with_an_old_file_date_is_new(

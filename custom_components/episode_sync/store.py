@@ -183,6 +183,7 @@ async def encode_mirror(mirror: Mirror) -> dict[str, Any]:
                     show.thumb,
                     orjson.Fragment(orjson.dumps(orjson.dumps(rows).decode())),
                     show.last_viewed_at,
+                    show.etag,
                 ]
             )
             done += len(rows) + 1
@@ -236,7 +237,7 @@ def _decode(data: Mapping[str, Any]) -> Generator[None, None, Mirror]:
             for stored in lib["shows"]:
                 # Fields after the rows are appended: files written before lack them.
                 show_id, title, count, watched, thumb, rows, *later = stored
-                last_viewed_at = later[0] if later else None
+                last_viewed_at, etag = (*later, None, None)[:2]
                 show = Show(
                     id=str(show_id),
                     library_id=library_id,
@@ -245,6 +246,7 @@ def _decode(data: Mapping[str, Any]) -> Generator[None, None, Mirror]:
                     watched_count=int(watched),
                     thumb=thumb,
                     last_viewed_at=last_viewed_at,
+                    etag=etag,
                 )
                 episodes: dict[str, EpisodeRow] = {}
                 for row in orjson.loads(rows):

@@ -1023,8 +1023,17 @@ def _agrees(show: Show, fresh: Mapping[str, EpisodeRow] | None, old: ShowMirror 
     §9.3(b), "or when viewedLeafCount or lastViewedAt changed"). A latest
     view the mirror does not know yet (a first watch, which moves the counts
     anyway, or a store from before it was kept) is adopted without a repair.
+
+    So does a series saved again (a new ``etag``: its newest file changed)
+    with no row in the delta: the episode that changed it has no save date
+    yet (Jellyfin's is empty until the item's first refresh, docs: jellyfin
+    §4.2, §9 step 1), as an episode re-matched under a new id, which leaves
+    the counts alone. With rows in the delta (a metadata refresh saves every
+    series and its episodes), the delta says what changed.
     """
     if old is not None and old.show.last_viewed_at not in (None, show.last_viewed_at):
+        return False
+    if fresh is None and old is not None and old.show.etag not in (None, show.etag):
         return False
     if fresh is None and old is not None and old.show == show:
         return True

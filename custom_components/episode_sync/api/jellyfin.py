@@ -378,6 +378,7 @@ async def _series(items: list[dict[str, Any]], library_id: str) -> list[Show]:
                     title=str(item.get("Name", "")),
                     episode_count=total,
                     watched_count=max(0, total - unplayed),
+                    etag=str(item["Etag"]) if item.get("Etag") else None,
                 )
             )
         except (KeyError, TypeError, ValueError) as err:

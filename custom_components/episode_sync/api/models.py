@@ -60,6 +60,9 @@ class Show:
     UnplayedItemCount``). ``last_viewed_at`` is the latest view of any of its
     episodes where the server says (Plex ``lastViewedAt``, epoch s): it moves
     when one episode is watched and another unwatched, which the counts hide.
+    ``etag`` is the server's opaque stamp of the show's own record where it
+    has one (Jellyfin's series ``Etag``): it moves when the series is saved
+    again, as when its newest file changes.
     """
 
     id: str
@@ -69,6 +72,7 @@ class Show:
     watched_count: int
     thumb: str | None = None
     last_viewed_at: int | None = None
+    etag: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
