@@ -1024,12 +1024,13 @@ def _agrees(show: Show, fresh: Mapping[str, EpisodeRow] | None, old: ShowMirror 
     view the mirror does not know yet (a first watch, which moves the counts
     anyway, or a store from before it was kept) is adopted without a repair.
 
-    So does a series saved again (a new ``etag``: its newest file changed)
-    with no row in the delta: the episode that changed it has no save date
-    yet (Jellyfin's is empty until the item's first refresh, docs: jellyfin
-    §4.2, §9 step 1), as an episode re-matched under a new id, which leaves
+    A series saved again (a new ``etag``: its newest file changed) with no
+    row in the delta disagrees too: the episode that changed it has no save
+    date yet (Jellyfin's is empty until the item's first refresh, docs:
+    jellyfin §4.2, §9 step 1), as one re-matched under a new id, which leaves
     the counts alone. With rows in the delta (a metadata refresh saves every
-    series and its episodes), the delta says what changed.
+    series and its episodes) the delta says what changed, and an etag the
+    mirror does not know yet (a store from before it was kept) is adopted.
     """
     if old is not None and old.show.last_viewed_at not in (None, show.last_viewed_at):
         return False
