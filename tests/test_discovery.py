@@ -463,3 +463,63 @@ async def test_an_announcement_that_is_no_plex_server_is_dropped(
     result = await _announce(hass, plex_sim)
     assert result["reason"] == "cannot_connect"
     assert hass.config_entries.flow.async_progress_by_handler(DOMAIN) == []
+
+
+# -- adding a server by hand: the form suggests one found on the network ------------------
+
+
+def _suggested_url(result: Any) -> Any:
+    return next(
+        (
+            key.description["suggested_value"]
+            for key in result["data_schema"].schema
+            if str(key) == CONF_URL and key.description
+        ),
+        None,
+    )
+
+
+async def _form(hass: HomeAssistant, kind: str) -> Any:
+    """The user's flow: the menu (the probes go out), then the form of ``kind``."""
+    result = await hass.config_entries.flow.async_init(DOMAIN, context={"source": "user"})
+    assert result["type"] is FlowResultType.MENU
+    return await hass.config_entries.flow.async_configure(result["flow_id"], {"next_step_id": kind})
+
+
+async def test_the_add_form_suggests_a_server_found_on_the_network(
+    hass: HomeAssistant,
+    plex_sim: PlexSimulator,
+    jellyfin_sim: JellyfinSimulator,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(discovery_module, "PROBES", await _probes(plex_sim, jellyfin_sim))
+    assert _suggested_url(await _form(hass, "jellyfin")) == jellyfin_sim.url
+    assert _suggested_url(await _form(hass, "plex")) == plex_sim.url
+
+
+async def test_the_add_form_suggests_no_server_set_up_already(
+    hass: HomeAssistant,
+    plex_sim: PlexSimulator,
+    jellyfin_sim: JellyfinSimulator,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A server set up or ignored is not suggested, another one is; nothing found, nothing."""
+    plex_entry(plex_sim).add_to_hass(hass)
+    await hass.config_entries.flow.async_init(
+        DOMAIN,
+        context={"source": SOURCE_IGNORE},
+        data={"unique_id": jellyfin_sim.server_id, "title": jellyfin_sim.name},
+    )
+    monkeypatch.setattr(discovery_module, "PROBES", await _probes(plex_sim, jellyfin_sim))
+    assert _suggested_url(await _form(hass, "plex")) is None
+    assert _suggested_url(await _form(hass, "jellyfin")) is None
+    other = JellyfinSimulator(name="Another")
+    await other.start()
+    try:
+        probe = replace(JELLYFIN_DISCOVERY, target=await other.start_discovery())
+        monkeypatch.setattr(discovery_module, "PROBES", [probe])
+        assert _suggested_url(await _form(hass, "jellyfin")) == other.url
+    finally:
+        await other.close()
+    monkeypatch.setattr(discovery_module, "PROBES", [])
+    assert _suggested_url(await _form(hass, "jellyfin")) is None

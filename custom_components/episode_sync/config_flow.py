@@ -47,7 +47,9 @@ from homeassistant.helpers.service_info.zeroconf import ZeroconfServiceInfo
 from homeassistant.helpers.typing import DiscoveryInfoType
 from yarl import URL
 
+from . import discovery
 from .api import plextv
+from .api.discovery import FoundServer, discover
 from .api.errors import (
     MediaServerAuthError,
     MediaServerError,
@@ -95,6 +97,9 @@ SECRET_SELECTOR = TextSelector(TextSelectorConfig(type=TextSelectorType.PASSWORD
 #: Seconds to wait for an address found by discovery, or the one an entry
 #: had, to say which server it is (requests to a server otherwise wait 30 s).
 ADDRESS_CHECK_TIMEOUT = 5.0
+#: Seconds the add-a-server flow listens for servers on the network (one on
+#: the LAN answers at once; the menu is on screen meanwhile).
+NEARBY_LISTEN = 1.0
 
 
 class _FlowError(Exception):
@@ -205,6 +210,8 @@ class EpisodeSyncConfigFlow(ConfigFlow, domain=DOMAIN):
         self._signin: _PlexSignIn | None = None
         #: Values to fill the first form with (a discovered server's address).
         self._suggested: dict[str, Any] = {}
+        #: Servers on the network, looked for while the menu is shown.
+        self._nearby: asyncio.Task[list[FoundServer]] | None = None
 
     @staticmethod
     @callback
@@ -213,8 +220,29 @@ class EpisodeSyncConfigFlow(ConfigFlow, domain=DOMAIN):
         return EpisodeSyncOptionsFlow()
 
     async def async_step_user(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
-        """Choose the kind of server."""
+        """Choose the kind of server; meanwhile, look for servers on the network."""
+        self._nearby = self.hass.async_create_task(
+            discover(discovery.PROBES, listen=NEARBY_LISTEN), eager_start=True
+        )
         return self.async_show_menu(step_id="user", menu_options=["plex", "jellyfin"])
+
+    async def _suggest_nearby(self, kind: ServerKind) -> None:
+        """Fill the form with the address of a server of ``kind`` found nearby and not set up."""
+        if self._nearby is None or self._suggested:
+            return
+        found, self._nearby = await self._nearby, None
+        for server in found:
+            if server.kind is kind and not self._entries_of(server.server_id, include_ignore=True):
+                self._suggested = {CONF_URL: server.url}
+                return
+
+    def _entries_of(self, server_id: str, *, include_ignore: bool) -> list[ConfigEntry]:
+        """The server's entries (a Jellyfin entry is one user's: ``<ServerId>_<UserId>``)."""
+        return [
+            entry
+            for entry in self._async_current_entries(include_ignore=include_ignore)
+            if entry.unique_id == server_id or (entry.unique_id or "").startswith(f"{server_id}_")
+        ]
 
     async def async_step_integration_discovery(
         self, discovery_info: DiscoveryInfoType
@@ -223,12 +251,7 @@ class EpisodeSyncConfigFlow(ConfigFlow, domain=DOMAIN):
         server_id, url = str(discovery_info["server_id"]), str(discovery_info["url"])
         # One discovered flow per server; servers set up or ignored are not offered.
         await self.async_set_unique_id(server_id)
-        # The server's entries (a Jellyfin entry is one user's: ``<ServerId>_<UserId>``).
-        entries = [
-            entry
-            for entry in self._async_current_entries(include_ignore=False)
-            if entry.unique_id == server_id or (entry.unique_id or "").startswith(f"{server_id}_")
-        ]
+        entries = self._entries_of(server_id, include_ignore=False)
         for entry in entries:
             await self._follow_move(entry, url, server_id)
         if entries:
@@ -332,6 +355,7 @@ class EpisodeSyncConfigFlow(ConfigFlow, domain=DOMAIN):
 
     async def async_step_plex(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
         """Connect to a Plex server with a token, or (token left empty) sign in with plex.tv."""
+        await self._suggest_nearby(ServerKind.PLEX)
         errors: dict[str, str] = {}
         if user_input is not None:
             try:
@@ -555,6 +579,7 @@ class EpisodeSyncConfigFlow(ConfigFlow, domain=DOMAIN):
         self, user_input: dict[str, Any] | None = None
     ) -> ConfigFlowResult:
         """Sign in to a Jellyfin server; the password is used once and never stored."""
+        await self._suggest_nearby(ServerKind.JELLYFIN)
         errors: dict[str, str] = {}
         if user_input is not None:
             try:
