@@ -326,7 +326,7 @@ async def test_plextv_down_when_asking_for_a_pin_then_up(
     result = await _start(hass)
     assert result["type"] is FlowResultType.FORM
     assert result["step_id"] == "plex"
-    assert result["errors"] == {"base": "cannot_connect"}
+    assert result["errors"] == {"base": "plextv_unreachable"}  # not the server's address
     monkeypatch.setattr(plextv, "PLEX_TV_URL", plextv_sim.url)
     plextv_sim.add_server(plex_sim)
     plextv_sim.authorize_next_pin()
@@ -440,7 +440,7 @@ async def test_token_path_still_needs_a_url(
     hass: HomeAssistant, plex_sim: PlexSimulator, plextv_sim: PlexTvSimulator
 ) -> None:
     result = await _start(hass, **{CONF_TOKEN: plex_sim.token})
-    assert result["errors"] == {"base": "invalid_url"}
+    assert result["errors"] == {"base": "url_required"}
     assert plex_sim.requests == []
     result = await hass.config_entries.flow.async_configure(
         result["flow_id"], {CONF_URL: plex_sim.url, CONF_TOKEN: plex_sim.token}

@@ -339,10 +339,12 @@ class EpisodeSyncConfigFlow(ConfigFlow, domain=DOMAIN):
     async def _plex(
         self, user_input: dict[str, Any]
     ) -> tuple[dict[str, Any], ServerInfo, list[Library]]:
+        # With a token the URL is required; only the plex.tv sign-in finds it.
+        if not (user_input.get(CONF_URL) or "").strip():
+            raise _FlowError("url_required")
         data = {
             CONF_SERVER_TYPE: ServerKind.PLEX.value,
-            # With a token the URL is required; only the plex.tv sign-in finds it.
-            CONF_URL: _check_url(user_input.get(CONF_URL) or ""),
+            CONF_URL: _check_url(user_input[CONF_URL]),
             CONF_TOKEN: user_input[CONF_TOKEN].strip(),
             CONF_VERIFY_SSL: user_input.get(CONF_VERIFY_SSL, True),
             # Reauth passes the entry's data: the install keeps its client id.
@@ -394,8 +396,11 @@ class EpisodeSyncConfigFlow(ConfigFlow, domain=DOMAIN):
         url = (user_input.get(CONF_URL) or "").strip()
         checked = _check_url(url) if url else None
         client = PlexTvClient(async_get_clientsession(self.hass), client_id=client_id)
-        with _form_errors("not_a_plex_server"):
+        try:
             pin = await client.create_pin()
+        except MediaServerError as err:
+            # plex.tv failed, not an address the user typed: say so.
+            raise _FlowError("plextv_unreachable") from err
         self._signin = _PlexSignIn(
             plextv=client,
             client_id=client_id,
