@@ -458,10 +458,10 @@ async def test_an_announcement_that_is_no_plex_server_is_dropped(
         data=replace(_announcement(plex_sim), port=jellyfin_sim.port),
     )
     assert result["type"] is FlowResultType.ABORT
-    assert result["reason"] == "cannot_connect"
+    assert result["reason"] == "not_a_plex_server"
     await plex_sim.close()
     result = await _announce(hass, plex_sim)
-    assert result["reason"] == "cannot_connect"
+    assert result["reason"] == "not_a_plex_server"
     assert hass.config_entries.flow.async_progress_by_handler(DOMAIN) == []
 
 

@@ -329,7 +329,7 @@ class EpisodeSyncConfigFlow(ConfigFlow, domain=DOMAIN):
         data = {**self._data, CONF_SERVER_TYPE: ServerKind.PLEX.value, CONF_URL: url}
         name = discovery_info.name.removesuffix(f".{discovery_info.type}")
         if (server_id := await self._server_at(data, name)) is None:
-            return self.async_abort(reason="cannot_connect")
+            return self.async_abort(reason="not_a_plex_server")
         return await self.async_step_integration_discovery(
             {"kind": ServerKind.PLEX.value, "server_id": server_id, "name": name, "url": url}
         )
