@@ -156,3 +156,9 @@ def state_of(hass: HomeAssistant, entry: MockConfigEntry, platform: str, key: st
     state = hass.states.get(entity_id(hass, entry, platform, key))
     assert state is not None
     return state.state
+
+
+def library_choices(result: Any) -> dict[str, str]:
+    """The libraries an options form offers: id -> label."""
+    key = next(k for k in result["data_schema"].schema if str(k) == CONF_LIBRARIES)
+    return {o["value"]: o["label"] for o in result["data_schema"].schema[key].config["options"]}

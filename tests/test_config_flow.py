@@ -30,7 +30,7 @@ from custom_components.episode_sync.const import (
     CONF_USER_ID,
     DOMAIN,
 )
-from tests.helpers import jellyfin_entry, plex_entry, tv_library_ids
+from tests.helpers import jellyfin_entry, library_choices, plex_entry, tv_library_ids
 from tests.simulator.jellyfin import JellyfinSimulator
 from tests.simulator.plex import PlexSimulator
 
@@ -395,11 +395,13 @@ async def test_options(hass: HomeAssistant, plex_sim: PlexSimulator) -> None:
 async def test_options_offline_keeps_libraries(
     hass: HomeAssistant, plex_sim: PlexSimulator
 ) -> None:
+    """The server offline, the entry not loaded (no mirror in memory): the libraries stay, by id."""
     entry = plex_entry(plex_sim)
     entry.add_to_hass(hass)
     await plex_sim.close()
     result = await hass.config_entries.options.async_init(entry.entry_id)
     assert result["errors"] == {"base": "cannot_connect"}
+    assert library_choices(result) == {i: i for i in entry.options[CONF_LIBRARIES]}
 
 
 async def test_jellyfin_reconfigure(

@@ -20,6 +20,7 @@ import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry, async_capture_events
 
 from custom_components.episode_sync.const import (
+    CONF_LIBRARIES,
     DOMAIN,
     EVENT_MANY_NEW_EPISODES,
     EVENT_NEW_EPISODE,
@@ -29,6 +30,7 @@ from tests.helpers import (
     entity_id,
     entry_for,
     jellyfin_entry,
+    library_choices,
     next_poll,
     plex_entry,
     setup_entry,
@@ -395,6 +397,20 @@ async def test_options_change_reloads_with_new_interval(
     assert plex_sim.requests == []
     await next_poll(hass, freezer, timedelta(minutes=50))
     assert plex_sim.requests[0].path == "/library/sections"
+
+
+async def test_options_offline_name_the_libraries_as_the_mirror_does(
+    hass: HomeAssistant, plex_sim: PlexSimulator
+) -> None:
+    """The server offline: the form keeps the selected libraries, with their titles."""
+    entry = plex_entry(plex_sim)
+    await setup_entry(hass, entry)
+    await plex_sim.close()
+    result = await hass.config_entries.options.async_init(entry.entry_id)
+    assert result["errors"] == {"base": "cannot_connect"}
+    assert library_choices(result) == {
+        i: plex_sim.model.libraries[i].title for i in entry.options[CONF_LIBRARIES]
+    }
 
 
 async def test_selecting_another_library_announces_nothing(

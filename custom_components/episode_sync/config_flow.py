@@ -746,6 +746,13 @@ _WHOLE_NUMBERS = (
 class EpisodeSyncOptionsFlow(OptionsFlow):
     """Tunables of an entry; the libraries list comes from the server."""
 
+    def _mirrored_titles(self) -> dict[str, str]:
+        """The titles of the libraries the mirror holds (none while the entry is not loaded)."""
+        if self.config_entry.state is not ConfigEntryState.LOADED:
+            return {}
+        mirror = self.config_entry.runtime_data.coordinator.mirror
+        return {library.id: library.title for library in mirror.libraries.values()}
+
     async def async_step_init(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
         """Show and store the options."""
         errors: dict[str, str] = {}
@@ -764,9 +771,12 @@ class EpisodeSyncOptionsFlow(OptionsFlow):
         try:
             libraries = await create_client(self.hass, self.config_entry.data).libraries()
         except MediaServerError:
-            # Offline: keep the choice as it is, by id.
+            # Offline: keep the choice as it is, named as the mirror knows it.
             errors["base"] = "cannot_connect"
-            libraries = [Library(id=i, title=i) for i in options.get(CONF_LIBRARIES, [])]
+            titles = self._mirrored_titles()
+            libraries = [
+                Library(id=i, title=titles.get(i, i)) for i in options.get(CONF_LIBRARIES, [])
+            ]
 
         def number(low: int, high: int, unit: str | None = None) -> NumberSelector:
             return NumberSelector(
