@@ -31,10 +31,13 @@ from tests.helpers import (
     entry_for,
     jellyfin_entry,
     library_choices,
+    mirror_rows,
+    model_rows,
     next_poll,
     plex_entry,
     setup_entry,
     state_of,
+    stored_mirror,
     tv_library_ids,
 )
 from tests.simulator.common import Fault
@@ -411,6 +414,41 @@ async def test_options_offline_name_the_libraries_as_the_mirror_does(
     assert library_choices(result) == {
         i: plex_sim.model.libraries[i].title for i in entry.options[CONF_LIBRARIES]
     }
+
+
+async def test_many_shows_changed_at_once_are_listed_with_their_library(
+    hass: HomeAssistant,
+    media_sim: PlexSimulator | JellyfinSimulator,
+    freezer: FrozenDateTimeFactory,
+    hass_storage: dict[str, Any],
+) -> None:
+    """One episode watched in each of six shows: one library listing, not six show listings."""
+    entry = await entry_for(media_sim)
+    await setup_entry(hass, entry)
+    (library_id,) = tv_library_ids(media_sim.model)
+    shows = list(media_sim.model.libraries[library_id].shows.values())[:6]
+    for show in shows:
+        media_sim.model.set_watched(next(iter(show.episodes)))
+    media_sim.clear_log()
+    # An hour on: Plex's markers ignore watch state, its hourly show check sees it.
+    await next_poll(hass, freezer, timedelta(hours=1))
+
+    assert mirror_rows(stored_mirror(hass_storage, entry)) == model_rows(
+        media_sim.model, [library_id]
+    )
+    paths = [r.path for r in media_sim.requests]
+    assert not any(p.endswith(("/allLeaves", "/Episodes")) for p in paths)  # no show listing
+    # 100 episodes: one page of the library's listing, beside the usual requests
+    # (Plex: sections, shows, delta; Jellyfin: series, delta).
+    assert sum(1 for r in media_sim.requests if _lists_episodes(r)) == 2  # the delta, the list
+    assert len(paths) == (4 if isinstance(media_sim, PlexSimulator) else 3)
+    assert state_of(hass, entry, "sensor", "sync_mode") == "incremental"
+
+
+def _lists_episodes(request: Any) -> bool:
+    """A library-wide episode listing (the delta or the whole library)."""
+    query = {k.lower(): v for k, v in request.query.items()}
+    return query.get("type") == "4" or query.get("includeitemtypes") == "Episode"
 
 
 async def test_selecting_another_library_announces_nothing(

@@ -53,6 +53,7 @@ class FakeBackend:
 
     has_library_markers: bool = True
     trusts_added_at: bool = True
+    page_size: int = 500
     clock: int = 1_000_000
     libraries_list: list[Library] = field(
         default_factory=lambda: [Library(id="1", title="TV", marker="m1")]

@@ -93,6 +93,8 @@ class Backend(Protocol):
     #: False when the server's "added" date is not the time the episode
     #: arrived (Jellyfin's DateCreated is the file's birth time).
     trusts_added_at: bool
+    #: Rows per page of ``episodes()``: what a library's listing costs.
+    page_size: int
 
     @property
     def request_count(self) -> int:
@@ -861,7 +863,7 @@ class SyncEngine:
             if show.id in recheck
             or not _agrees(show, fresh.get(show.id), library.shows.get(show.id))
         ]
-        repairs = await self._gather(self._repair(library.id, show.id) for show in suspects)
+        repairs = await self._repairs(library, suspects)
         gone: set[str] = set()
         for show, rows in zip(suspects, repairs, strict=True):
             if rows is None:
@@ -893,6 +895,24 @@ class SyncEngine:
         for show_id in library.shows.keys() - new_shows.keys():
             builder.drop(library.shows[show_id])
         return replace(library, shows=new_shows), bool(gone)
+
+    async def _repairs(
+        self, library: LibraryMirror, suspects: list[Show]
+    ) -> list[list[EpisodeRow] | None]:
+        """Each suspect show's episodes: re-listed one show at a time, or all at once.
+
+        One show costs one request; the library's paged listing one per page.
+        When more shows than that disagree (a watch history imported, a
+        season of every show marked watched), the library is listed instead.
+        """
+        pages = -(-library.episode_count // self._backend.page_size)
+        if len(suspects) <= pages + 1:
+            return await self._gather(self._repair(library.id, show.id) for show in suspects)
+        rows_of: dict[str, list[EpisodeRow]] = {show.id: [] for show in suspects}
+        for row in await self._backend.episodes(library.id):
+            if (rows := rows_of.get(row[At.SHOW_ID])) is not None:
+                rows.append(row)
+        return [rows_of[show.id] for show in suspects]
 
     async def _repair(self, library_id: str, show_id: str) -> list[EpisodeRow] | None:
         """Re-list one show's episodes; None when the show is gone since it was listed."""

@@ -107,7 +107,7 @@ class JellyfinClient(HttpClient):
         self._device_id = device_id
         self.token = token
         self.user_id = user_id
-        self._page_size = page_size
+        self.page_size = page_size
         #: Pages of one listing fetched at once once the total is known.
         self._concurrency = max_concurrency
         self._client_version = client_version
@@ -190,7 +190,7 @@ class JellyfinClient(HttpClient):
             return Page(await parse(rows), len(rows), total if isinstance(total, int) else None)
 
         return await fetch_all(
-            page, page_size or self._page_size, self._concurrency, page_while_full=True
+            page, page_size or self.page_size, self._concurrency, page_while_full=True
         )
 
     def _user(self) -> str:

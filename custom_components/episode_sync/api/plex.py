@@ -82,7 +82,7 @@ class PlexClient(HttpClient):
         self._connect(session, url, server="Plex", verify_ssl=verify_ssl, timeout=timeout)
         self.token = token
         self._client_id = client_id
-        self._page_size = page_size
+        self.page_size = page_size
         #: Pages of one listing fetched at once once the total is known.
         self._concurrency = max_concurrency
         #: Some servers may reject ``updatedAt`` on episodes; then ``addedAt``.
@@ -149,7 +149,7 @@ class PlexClient(HttpClient):
                 raise MediaServerProtocolError(f"Plex sent a bad Metadata list for {path}")
             return Page(await parse(rows), len(rows), to_int(container.get("totalSize")))
 
-        return await fetch_all(page, page_size or self._page_size, self._concurrency)
+        return await fetch_all(page, page_size or self.page_size, self._concurrency)
 
     async def image(self, item: Show | Episode) -> MediaImage:
         """The item's artwork at its stored ``thumb`` path, fetched with the token.
