@@ -288,29 +288,26 @@ class JellyfinClient(HttpClient):
         request, and a gone one is ``MediaServerNotFoundError``.
         """
         try:
-            return await self._library_shows(library_id)
+            return await self._items(
+                "/Items",
+                {
+                    "userId": self._user(),
+                    "ParentId": library_id,
+                    "IncludeItemTypes": "Series",
+                    "Recursive": "true",
+                    "Fields": "Etag,RecursiveItemCount",
+                    "EnableUserData": "true",
+                    "EnableImages": "false",
+                },
+                lambda items: _series(items, library_id),
+                # Series rows are small: one page per library keeps an unchanged
+                # sync at one request per library (docs: jellyfin §9 step 1).
+                page_size=SERIES_PAGE_SIZE,
+            )
         except MediaServerProtocolError as err:
             if err.status == 400 and all(lib.id != library_id for lib in await self.libraries()):
                 raise MediaServerNotFoundError(f"Jellyfin has no library {library_id}") from err
             raise
-
-    async def _library_shows(self, library_id: str) -> list[Show]:
-        return await self._items(
-            "/Items",
-            {
-                "userId": self._user(),
-                "ParentId": library_id,
-                "IncludeItemTypes": "Series",
-                "Recursive": "true",
-                "Fields": "Etag,RecursiveItemCount",
-                "EnableUserData": "true",
-                "EnableImages": "false",
-            },
-            lambda items: _series(items, library_id),
-            # Series rows are small: one page per library keeps an unchanged
-            # sync at one request per library (docs: jellyfin §9 step 1).
-            page_size=SERIES_PAGE_SIZE,
-        )
 
     def _episode_params(self) -> dict[str, str]:
         return {
