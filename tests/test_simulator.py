@@ -1498,6 +1498,16 @@ async def test_jellyfin_client_with_a_server_page_cap(
         assert sorted(e.id for e in changed) == sorted(added)
         deltas = [r for r in sim.requests if "MinDateLastSaved" in r.query]
         assert len(deltas) == -(-10 // 7)
+
+        # A series' episodes are paged by their controller, which has no cap
+        # and always counts them all (TvShowsController.GetEpisodes).
+        path = f"/Shows/{show.id}/Episodes"
+        _, body = await _jf(session, sim, path, str(client.token), Limit="9")
+        assert (len(body["Items"]), body["TotalRecordCount"]) == (9, 14)
+        _, body = await _jf(
+            session, sim, path, str(client.token), StartIndex="12", EnableTotalRecordCount="false"
+        )
+        assert (len(body["Items"]), body["TotalRecordCount"]) == (2, 14)
     finally:
         await sim.close()
 

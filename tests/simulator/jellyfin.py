@@ -613,6 +613,13 @@ class JellyfinSimulator(SimServer):
         return not virtual or self._is_api_key(request) or self.display_missing_episodes
 
     async def _show_episodes(self, request: web.Request) -> web.Response:
+        """``/Shows/{id}/Episodes``: paged by the controller, not the library query.
+
+        TvShowsController.GetEpisodes lists the whole series, then applies
+        ``startIndex``/``limit`` itself (``ApplyPaging``) and always answers
+        ``TotalRecordCount = episodes.Count``: it takes no
+        ``EnableTotalRecordCount``, and no page comes back shorter than asked.
+        """
         if (refused := self._gate(request)) is not None:
             return refused
         show = self.model.find_show(request.match_info["sid"])
@@ -637,7 +644,7 @@ class JellyfinSimulator(SimServer):
             for e in show.episodes.values()
             if self._lists_missing(request, q, e.virtual) and (season is None or e.season == season)
         ]
-        return self._page(q, rows)
+        return self._page(q, rows, by_controller=True)
 
     async def _seasons(self, request: web.Request) -> web.Response:
         """``/Shows/{id}/Seasons``: ``userId``, ``isMissing``, ``isSpecialSeason``, ``Fields``.
@@ -778,15 +785,17 @@ class JellyfinSimulator(SimServer):
         rows = [self._episode_row(show, e, fields, user_data) for show, e in pairs]
         return self._page(q, rows)
 
-    def _page(self, q: dict[str, str], rows: list[dict[str, Any]]) -> web.Response:
+    def _page(
+        self, q: dict[str, str], rows: list[dict[str, Any]], *, by_controller: bool = False
+    ) -> web.Response:
+        """One page of a QueryResult; ``by_controller``: paged as GetEpisodes does."""
         start = int(q.get("startindex", "0"))
         limit = int(q["limit"]) if "limit" in q else None
-        if limit is not None and self.page_cap is not None:
+        if limit is not None and self.page_cap is not None and not by_controller:
             limit = min(limit, self.page_cap)
         page = rows[start:] if limit is None else rows[start : start + limit]
-        total = (
-            len(rows) if q.get("enabletotalrecordcount", "true").lower() != "false" else len(page)
-        )
+        counted = by_controller or q.get("enabletotalrecordcount", "true").lower() != "false"
+        total = len(rows) if counted else len(page)
         return web.json_response({"Items": page, "TotalRecordCount": total, "StartIndex": start})
 
     # -- rows --------------------------------------------------------------------------------
