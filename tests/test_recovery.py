@@ -224,7 +224,8 @@ async def test_library_write_that_failed_is_found_at_the_next_start(
     hass_storage: dict[str, Any],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """Home Assistant logs a failed write and carries on: the status file must not outlive it."""
+    """Home Assistant logs a failed write and carries on: the status file must not outlive it,
+    however many writes fail in a row."""
     entry = plex_entry(plex_sim)
     await setup_entry(hass, entry)
     library_key = _keys(entry)["library"]
@@ -239,9 +240,18 @@ async def test_library_write_that_failed_is_found_at_the_next_start(
 
     with patch.object(storage.Store, "_async_write_data", new=disk_full):
         await next_poll(hass, freezer)
-    assert "No space left on device" in caplog.text  # Home Assistant's own log line
-    assert state_of(hass, entry, "sensor", "episodes") == "101"  # the running mirror is right
-    assert await hass.config_entries.async_unload(entry.entry_id)
+        assert "No space left on device" in caplog.text  # Home Assistant's own log line
+        assert state_of(hass, entry, "sensor", "episodes") == "101"  # the running mirror is right
+        assert await hass.config_entries.async_unload(entry.entry_id)
+
+        # A start with the disk still full: the full sync's write fails too,
+        # and the generation it claims is none that a stale file could carry.
+        caplog.clear()
+        assert await hass.config_entries.async_setup(entry.entry_id)
+        await hass.async_block_till_done()
+        assert state_of(hass, entry, "sensor", "sync_mode") == "full"
+        assert "older than its bookkeeping" in caplog.text
+        assert await hass.config_entries.async_unload(entry.entry_id)
 
     caplog.clear()
     await _restart_expecting_a_full_sync(hass, plex_sim, entry, hass_storage)

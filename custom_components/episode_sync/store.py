@@ -349,6 +349,12 @@ def _optional[T: (int, float)](value: Any, kind: type[T]) -> T | None:
     return kind(value)
 
 
+def _generation(data: Any, key: str) -> int:
+    """The library generation a loaded file names (0 when it names none it can)."""
+    value = data.get(key) if isinstance(data, dict) else None
+    return value if isinstance(value, int) else 0
+
+
 class EpisodeSyncStore:
     """The two stores of one config entry."""
 
@@ -390,6 +396,11 @@ class EpisodeSyncStore:
         try:
             status = await self._status.async_load()
             library = await self._library.async_load()
+            # The next write takes a generation newer than any on disk: one
+            # that restarted at 0 could name a stale library file again.
+            self._generation = max(
+                _generation(library, "generation"), _generation(status, "library_generation")
+            )
             if status is None or library is None:
                 if status is not None or library is not None:
                     LOGGER.warning(
@@ -404,7 +415,6 @@ class EpisodeSyncStore:
                     " a full sync will rebuild it"
                 )
                 return Mirror(), SyncState()
-            self._generation = int(library.get("generation") or 0)
             self.last_result = dict(status.get("last_result") or {})
             self.owed = decode_owed(status.get("owed", {}))
             self._status_data = status
