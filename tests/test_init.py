@@ -555,6 +555,34 @@ async def test_mass_removal_is_held_back_with_a_repair_issue(
     assert issue_registry.async_get_issue(DOMAIN, issue_id) is None
 
 
+async def test_edits_beside_a_held_back_removal_reach_the_mirror(
+    hass: HomeAssistant,
+    plex_sim: PlexSimulator,
+    freezer: FrozenDateTimeFactory,
+    hass_storage: dict[str, Any],
+) -> None:
+    """A rename in the scan that also hid most shows is synced once the shows are back."""
+    entry = plex_entry(plex_sim)
+    await setup_entry(hass, entry)
+    library = plex_sim.model.libraries[tv_library_ids(plex_sim.model)[0]]
+    kept, *hidden = library.shows
+    renamed = next(iter(library.shows[kept].episodes))
+    plex_sim.model.rename_episode(renamed, "Renamed")
+    plex_sim.clock.advance(600)  # the scan goes on: the rename is minutes old at the poll
+    offline = {show_id: library.shows.pop(show_id) for show_id in hidden}
+    plex_sim.model.on_change("library_wiped", library.id, None)
+    await next_poll(hass, freezer)
+    assert state_of(hass, entry, "sensor", "episodes") == "100"  # held back
+
+    library.shows.update(offline)  # the share is back
+    plex_sim.model.on_change("library_wiped", library.id, None)
+    for _ in range(3):
+        await next_poll(hass, freezer)
+    assert state_of(hass, entry, "sensor", "sync_mode") == "incremental"
+    titles = {e.id: e.title for _, _, e in stored_mirror(hass_storage, entry).episodes()}
+    assert titles[renamed] == "Renamed"
+
+
 async def test_confirmed_mass_removal_is_applied(
     hass: HomeAssistant, plex_sim: PlexSimulator, freezer: FrozenDateTimeFactory
 ) -> None:

@@ -703,7 +703,7 @@ class SyncEngine:
             selection=self._library_ids,
         )
         return self._result(
-            SyncMode.FULL, reason, started, mirror, new_libraries, new_state, builder
+            SyncMode.FULL, reason, started, mirror, new_libraries, state, new_state, builder
         )
 
     # -- incremental sync -------------------------------------------------------------
@@ -814,7 +814,7 @@ class SyncEngine:
             selection=state.selection & self._library_ids,
         )
         return self._result(
-            SyncMode.INCREMENTAL, None, started, mirror, libraries, new_state, builder
+            SyncMode.INCREMENTAL, None, started, mirror, libraries, state, new_state, builder
         )
 
     async def _delta(self, state: SyncState, library_ids: list[str]) -> list[EpisodeRow]:
@@ -930,12 +930,13 @@ class SyncEngine:
         started: float,
         old: Mirror,
         libraries: dict[str, LibraryMirror],
+        before: SyncState,
         state: SyncState,
         builder: _Builder,
     ) -> SyncResult:
         builder.settle()  # re-keyed shows are known only once every show was seen
         if not old.is_empty and reason is not FullSyncReason.FORCED:
-            state = self._hold_back_mass_removals(old, libraries, state, builder)
+            state = self._hold_back_mass_removals(old, libraries, before, state, builder)
         else:
             state = replace(state, held_back={})
         changed = builder.changed or old.server_id != self._server_id
@@ -965,30 +966,38 @@ class SyncEngine:
 
     @staticmethod
     def _hold_back_mass_removals(
-        old: Mirror, libraries: dict[str, LibraryMirror], state: SyncState, builder: _Builder
+        old: Mirror,
+        libraries: dict[str, LibraryMirror],
+        before: SyncState,
+        state: SyncState,
+        builder: _Builder,
     ) -> SyncState:
         """Keep a library as it was when a sync would empty most of it (SPEC §5).
 
         The removal is applied when the next sync sees it again (confirmed) or
         when the user forces a full sync; a library that comes back clears
-        the hold. The library's marker is dropped so the next sync looks again.
+        the hold. The library's marker is dropped so the next sync looks again,
+        and its cursor stays where it was, so that the edits this sync saw and
+        set aside with the removal are in the next delta too.
         """
         removed = Counter(row[At.LIBRARY_ID] for row in builder.removed)
         held: dict[str, int] = {}
-        markers = dict(state.markers)
+        markers, cursors = dict(state.markers), dict(state.cursors)
         for library_id, count in removed.items():
-            before = old.libraries.get(library_id)
-            if before is None or count <= MASS_REMOVAL_MIN:
+            kept = old.libraries.get(library_id)
+            if kept is None or count <= MASS_REMOVAL_MIN:
                 continue
-            if count <= before.episode_count * MASS_REMOVAL_SHARE:
+            if count <= kept.episode_count * MASS_REMOVAL_SHARE:
                 continue
             if library_id in state.held_back:
                 continue  # seen twice in a row: confirmed, apply it
             held[library_id] = count
             builder.discard(library_id)
             markers.pop(library_id, None)
-            libraries[library_id] = before
-        return replace(state, held_back=held, markers=markers)
+            if (cursor := before.cursors.get(library_id, before.cursor)) is not None:
+                cursors[library_id] = cursor
+            libraries[library_id] = kept
+        return replace(state, held_back=held, markers=markers, cursors=cursors)
 
     def _next_cursor(self, state: SyncState) -> int:
         """Return the server time from which the next delta must look.
