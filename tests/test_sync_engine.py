@@ -543,6 +543,77 @@ def big_backend() -> FakeBackend:
     return backend  # 22 episodes, 14 in show s0
 
 
+@dataclass
+class ListedMidChange(FakeBackend):
+    """A library listing served while a change lands (a row slipped past, a stale row),
+    and shows that count episodes no listing has (Plex's trash, counted)."""
+
+    slipped: str | None = None
+    stale: EpisodeRow | None = None
+    unlisted: dict[str, int] = field(default_factory=dict)
+
+    async def episodes(self, library_id: str) -> list[EpisodeRow]:
+        rows = [row for row in await super().episodes(library_id) if row[At.ID] != self.slipped]
+        return rows + ([self.stale] if self.stale is not None else [])
+
+    def _counted(self, show: Show) -> Show:
+        counted = super()._counted(show)
+        return replace(counted, episode_count=counted.episode_count + self.unlisted.get(show.id, 0))
+
+
+def listed_mid_change() -> ListedMidChange:
+    backend, shown = ListedMidChange(), make_backend()
+    backend.shows_by_library, backend.episodes_by_show = (
+        shown.shows_by_library,
+        shown.episodes_by_show,
+    )
+    return backend
+
+
+async def test_full_sync_relists_a_show_that_changed_while_its_library_was_listed() -> None:
+    """Rows that disagree with their show's counts: the show's own listing settles it."""
+    backend = listed_mid_change()
+    harness = Harness(backend)
+    await harness.sync()
+    backend.stale = _row(next(e for e in backend.episodes_by_show["s1"] if e.id == "e1-2"))
+    backend.remove("e1-2")  # deleted once its row was served
+    backend.slipped = "e2-3"  # a row that slid between two pages
+    backend.bump()
+    backend.reset_stats()
+    result = await harness.sync(force_full=True)
+    assert harness.ids() == {f"e{i}-{n}" for i in range(3) for n in range(1, 5)} - {"e1-2"}
+    assert [row[At.ID] for row in result.removed] == ["e1-2"]
+    assert result.added == ()
+    assert backend.calls == ["libraries", "shows", "episodes", "show_episodes", "show_episodes"]
+
+    backend.stale = backend.slipped = None
+    backend.reset_stats()
+    await harness.sync(force_full=True)  # nothing disagrees now: no show is listed on its own
+    assert backend.calls == ["libraries", "shows", "episodes"]
+
+
+async def test_full_sync_keeps_a_mismatch_its_show_listing_confirms() -> None:
+    """A show that counts an episode no listing has: one show listing per full sync, no loop."""
+    backend = listed_mid_change()
+    harness = Harness(backend)
+    await harness.sync()
+    backend.unlisted["s0"] = 1
+    backend.clock += 1000  # later: the next delta has no row of these episodes
+    backend.bump()
+    backend.reset_stats()
+    result = await harness.sync(force_full=True)
+    assert result.mode is SyncMode.FULL
+    assert backend.calls == ["libraries", "shows", "episodes", "show_episodes"]
+    assert harness.mirror.libraries["1"].shows["s0"].mismatch == (1, 0)
+    assert len(harness.ids()) == 12
+
+    backend.bump()
+    backend.reset_stats()
+    result = await harness.sync()
+    assert result.mode is SyncMode.INCREMENTAL
+    assert backend.calls == ["libraries", "shows", "delta"]  # the mismatch is known
+
+
 async def test_mass_removal_is_held_back_until_confirmed() -> None:
     backend = big_backend()
     harness = Harness(backend)

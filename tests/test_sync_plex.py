@@ -385,8 +385,10 @@ async def test_trash_counted_in_leaf_count_is_no_news_when_its_show_changes(
     show = next(iter(plex_sim.model.libraries[section].shows.values()))
     first, second = list(show.episodes)[:2]
     plex_sim.delete_file(first)
+    plex_sim.clear_log()
     await hass.services.async_call(DOMAIN, "force_full_sync", blocking=True)
     assert state_of(hass, entry, "sensor", "episodes") == "99"
+    assert plex_sim.count("/allLeaves") == 1  # the full sync asked the show itself
 
     plex_sim.model.rename_episode(second, "Edited")
     plex_sim.clear_log()

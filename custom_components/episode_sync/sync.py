@@ -668,11 +668,29 @@ class SyncEngine:
                     show_rows[row[At.ID]] = _placed(row, library.id)
                 if index % YIELD_EVERY == YIELD_EVERY - 1:
                     await asyncio.sleep(0)  # a big library is built in steps, not in one block
+            # A show whose rows disagree with its counts was changed while
+            # the library was listed (a row can slip between two pages), or
+            # the server counts what it does not list (Plex's trash): its own
+            # listing tells, and what it still disagrees by is the server's.
+            suspects = [show for show in shows if not _agrees(show, by_show[show.id], None)]
+            repairs = await self._repairs(library.id, len(rows), suspects)
+            gone: set[str] = set()  # since the library was listed
+            for show, repaired in zip(suspects, repairs, strict=True):
+                if repaired is None:
+                    gone.add(show.id)
+                    continue
+                by_show[show.id] = {
+                    row[At.ID]: _placed(row, library.id)
+                    for row in repaired
+                    if row[At.SHOW_ID] == show.id
+                }
             old = mirror.libraries.get(library.id)
             old_shows: Mapping[str, ShowMirror] = old.shows if old is not None else {}
             new_shows: dict[str, ShowMirror] = {}
             done = 0
             for show in shows:
+                if show.id in gone:
+                    continue
                 new_shows[show.id] = builder.show(old_shows.get(show.id), show, by_show[show.id])
                 done += len(by_show[show.id]) + 1
                 if done >= YIELD_EVERY:
@@ -863,7 +881,7 @@ class SyncEngine:
             if show.id in recheck
             or not _agrees(show, fresh.get(show.id), library.shows.get(show.id))
         ]
-        repairs = await self._repairs(library, suspects)
+        repairs = await self._repairs(library.id, library.episode_count, suspects)
         gone: set[str] = set()
         for show, rows in zip(suspects, repairs, strict=True):
             if rows is None:
@@ -897,19 +915,20 @@ class SyncEngine:
         return replace(library, shows=new_shows), bool(gone)
 
     async def _repairs(
-        self, library: LibraryMirror, suspects: list[Show]
+        self, library_id: str, episodes: int, suspects: list[Show]
     ) -> list[list[EpisodeRow] | None]:
         """Each suspect show's episodes: re-listed one show at a time, or all at once.
 
-        One show costs one request; the library's paged listing one per page.
-        When more shows than that disagree (a watch history imported, a
-        season of every show marked watched), the library is listed instead.
+        One show costs one request; the library's paged listing (of about
+        ``episodes``) one per page. When more shows than that disagree (a
+        watch history imported, a season of every show marked watched), the
+        library is listed instead.
         """
-        pages = -(-library.episode_count // self._backend.page_size)
+        pages = -(-episodes // self._backend.page_size)
         if len(suspects) <= pages + 1:
-            return await self._gather(self._repair(library.id, show.id) for show in suspects)
+            return await self._gather(self._repair(library_id, show.id) for show in suspects)
         rows_of: dict[str, list[EpisodeRow]] = {show.id: [] for show in suspects}
-        for row in await self._backend.episodes(library.id):
+        for row in await self._backend.episodes(library_id):
             if (rows := rows_of.get(row[At.SHOW_ID])) is not None:
                 rows.append(row)
         return [rows_of[show.id] for show in suspects]
