@@ -8,7 +8,13 @@ from typing import Any
 
 from freezegun.api import FrozenDateTimeFactory
 from homeassistant.config_entries import ConfigEntryState
-from homeassistant.const import EVENT_HOMEASSISTANT_STARTED, EVENT_HOMEASSISTANT_STOP
+from homeassistant.const import (
+    CONF_TOKEN,
+    CONF_URL,
+    CONF_VERIFY_SSL,
+    EVENT_HOMEASSISTANT_STARTED,
+    EVENT_HOMEASSISTANT_STOP,
+)
 from homeassistant.core import CoreState, HomeAssistant
 from homeassistant.exceptions import HomeAssistantError, ServiceValidationError
 from homeassistant.helpers import (
@@ -146,6 +152,35 @@ async def test_token_revoked_during_a_sync_starts_reauth(
     await next_poll(hass, freezer)
     flows = hass.config_entries.flow.async_progress()
     assert [f["context"]["source"] for f in flows] == ["reauth"]
+
+
+async def test_reauth_and_reconfigure_of_a_loaded_entry_set_it_up_once(
+    hass: HomeAssistant, plex_sim: PlexSimulator
+) -> None:
+    """A flow that changed the entry reloads it once (no update listener reloads it again)."""
+    entry = plex_entry(plex_sim)
+    await setup_entry(hass, entry)
+    new_token = plex_sim.rotate_token()
+    plex_sim.clear_log()
+    result = await entry.start_reauth_flow(hass)
+    result = await hass.config_entries.flow.async_configure(
+        result["flow_id"], {CONF_TOKEN: new_token}
+    )
+    await hass.async_block_till_done()
+    assert result["reason"] == "reauth_successful"
+    assert entry.state is ConfigEntryState.LOADED
+    # The flow's check of the token, then one set-up and its sync.
+    assert [r.path for r in plex_sim.requests] == ["/identity", *["/", "/library/sections"] * 2]
+
+    plex_sim.clear_log()
+    result = await entry.start_reconfigure_flow(hass)
+    result = await hass.config_entries.flow.async_configure(
+        result["flow_id"], {CONF_URL: plex_sim.url, CONF_VERIFY_SSL: False}
+    )
+    await hass.async_block_till_done()
+    assert result["reason"] == "reconfigure_successful"
+    assert entry.data[CONF_VERIFY_SSL] is False
+    assert [r.path for r in plex_sim.requests] == ["/identity", *["/", "/library/sections"] * 2]
 
 
 async def test_entities_unavailable_while_down_then_back(
@@ -393,7 +428,10 @@ async def test_options_change_reloads_with_new_interval(
 ) -> None:
     entry = plex_entry(plex_sim)
     await setup_entry(hass, entry)
-    hass.config_entries.async_update_entry(entry, options={**entry.options, "scan_interval": 60})
+    result = await hass.config_entries.options.async_init(entry.entry_id)
+    await hass.config_entries.options.async_configure(
+        result["flow_id"], {**entry.options, "scan_interval": 60}
+    )
     await hass.async_block_till_done()
     plex_sim.clear_log()
     await next_poll(hass, freezer)  # 10 minutes: not yet

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
+from typing import Any
 
 from homeassistant.config_entries import ConfigEntry
 from homeassistant.const import Platform
@@ -13,6 +15,7 @@ from homeassistant.helpers.typing import ConfigType
 
 from .api.errors import MediaServerAuthError, MediaServerError
 from .client import MediaClient, create_client
+from .compat import OPTIONS_FLOW_RELOADS
 from .const import CONF_MAX_CONCURRENCY, DOMAIN, option
 from .coordinator import EpisodeSyncCoordinator, failure_key, raised_issues
 from .discovery import async_start_discovery
@@ -80,7 +83,9 @@ async def async_setup_entry(hass: HomeAssistant, entry: EpisodeSyncConfigEntry) 
     await hass.config_entries.async_forward_entry_setups(entry, PLATFORMS)
     coordinator.async_start_announcing()
     entry.runtime_data.push = async_start_push(hass, entry, coordinator)
-    entry.async_on_unload(entry.add_update_listener(_async_options_updated))
+    if not OPTIONS_FLOW_RELOADS:  # pragma: no cover - HA 2025.4
+        listener = partial(_async_options_updated, dict(entry.options))
+        entry.async_on_unload(entry.add_update_listener(listener))
     return True
 
 
@@ -96,6 +101,13 @@ async def async_remove_entry(hass: HomeAssistant, entry: EpisodeSyncConfigEntry)
     await EpisodeSyncStore(hass, entry.entry_id).async_remove()
 
 
-async def _async_options_updated(hass: HomeAssistant, entry: EpisodeSyncConfigEntry) -> None:
-    """Options changed (interval, libraries…): start over with them."""
-    await hass.config_entries.async_reload(entry.entry_id)
+async def _async_options_updated(  # pragma: no cover - HA 2025.4
+    options: dict[str, Any], hass: HomeAssistant, entry: EpisodeSyncConfigEntry
+) -> None:
+    """Options changed (interval, libraries…): start over with them.
+
+    Only options: a flow that changed the entry's data (reauth, reconfigure,
+    an address that moved) reloads it itself.
+    """
+    if entry.options != options:
+        await hass.config_entries.async_reload(entry.entry_id)

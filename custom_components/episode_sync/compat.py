@@ -13,6 +13,22 @@ try:  # HA 2026.x validates schemas with probatio, the successor of voluptuous.
 except ImportError:  # pragma: no cover - HA before 2026 ships voluptuous only
     import voluptuous as vol  # type: ignore[no-redef,unused-ignore]
 
+try:  # Newer releases than 2025.4 reload an entry whose options changed.
+    from homeassistant.config_entries import (  # type: ignore[attr-defined,unused-ignore]
+        OptionsFlowWithReload as OptionsFlowBase,
+    )
+
+    #: Whether the options flow reloads the entry itself. Update listeners are
+    #: refused beside it, and they made a reauth reload the entry twice
+    #: (HA 2026.10 warns that this breaks in 2026.12).
+    OPTIONS_FLOW_RELOADS = True
+except ImportError:  # pragma: no cover - HA 2025.4 reloads through an update listener
+    from homeassistant.config_entries import (  # type: ignore[assignment,unused-ignore]
+        OptionsFlow as OptionsFlowBase,
+    )
+
+    OPTIONS_FLOW_RELOADS = False
+
 #: ``Store(serialize_in_event_loop=False)`` (HA 2025.12+) encodes in an executor
 #: thread; older releases encode in the loop, so the payload is kept compact.
 STORE_OFF_LOOP = "serialize_in_event_loop" in inspect.signature(Store.__init__).parameters
@@ -34,4 +50,4 @@ def update_failed(retry_after: float | None, **kwargs: Any) -> UpdateFailed:
     return UpdateFailed(**kwargs)
 
 
-__all__ = ["STORE_OFF_LOOP", "update_failed", "vol"]
+__all__ = ["OPTIONS_FLOW_RELOADS", "STORE_OFF_LOOP", "OptionsFlowBase", "update_failed", "vol"]

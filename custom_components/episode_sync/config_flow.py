@@ -20,7 +20,6 @@ from homeassistant.config_entries import (
     ConfigEntryState,
     ConfigFlow,
     ConfigFlowResult,
-    OptionsFlow,
 )
 from homeassistant.const import (
     CONF_PASSWORD,
@@ -71,7 +70,7 @@ from .api.plextv import (
     PlexTvSignInTimeoutError,
 )
 from .client import create_client
-from .compat import vol
+from .compat import OptionsFlowBase, vol
 from .const import (
     CONF_CLIENT_ID,
     CONF_DEVICE_ID,
@@ -282,12 +281,8 @@ class EpisodeSyncConfigFlow(ConfigFlow, domain=DOMAIN):
         if not await self._answers_as(entry, url, server_id):
             return
         LOGGER.info("%s moved to %s; the entry follows it", entry.title, url)
-        # A loaded entry is reloaded by its update listener (at once, so the
-        # state is read before); one not loaded (failing at the old address) here.
-        loaded = entry.state is ConfigEntryState.LOADED
         self.hass.config_entries.async_update_entry(entry, data={**entry.data, CONF_URL: url})
-        if not loaded:
-            self.hass.config_entries.async_schedule_reload(entry.entry_id)
+        self.hass.config_entries.async_schedule_reload(entry.entry_id)
 
     async def _answers_as(self, entry: ConfigEntry, url: str, server_id: str) -> bool:
         """Whether ``url`` answers as the entry's server."""
@@ -743,7 +738,7 @@ _WHOLE_NUMBERS = (
 )
 
 
-class EpisodeSyncOptionsFlow(OptionsFlow):
+class EpisodeSyncOptionsFlow(OptionsFlowBase):
     """Tunables of an entry; the libraries list comes from the server."""
 
     def _mirrored_titles(self) -> dict[str, str]:
