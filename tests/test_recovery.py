@@ -112,6 +112,48 @@ async def test_stop_during_a_sync_keeps_the_stores_and_the_next_start_recovers(
     assert [e.data["episode_id"] for e in events] == [added.id]
 
 
+async def test_stop_while_the_mirror_is_written_finishes_the_commit(
+    hass: HomeAssistant, plex_sim: PlexSimulator, hass_storage: dict[str, Any]
+) -> None:
+    """Cancelled between its two writes (a slow disk), a commit still writes both files:
+    the next start trusts them, and the episode the sync found is announced once."""
+    entry = plex_entry(plex_sim)
+    await setup_entry(hass, entry)
+    coordinator = entry.runtime_data.coordinator
+    events = async_capture_events(hass, EVENT_NEW_EPISODE)
+    show = next(iter(plex_sim.model.libraries[tv_library_ids(plex_sim.model)[0]].shows.values()))
+    added = plex_sim.model.add_episode(show.id, 9, 1)
+    writing, disk_done = asyncio.Event(), asyncio.Event()
+    written = storage.Store._async_write_data
+
+    async def slow_disk(store: storage.Store[Any], *args: Any) -> None:
+        if store.key == _keys(entry)["library"]:
+            writing.set()
+            await disk_done.wait()
+        await written(store, *args)
+
+    with patch.object(storage.Store, "_async_write_data", new=slow_disk):
+        task = hass.async_create_task(coordinator.async_refresh())
+        await writing.wait()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        disk_done.set()
+        assert await hass.config_entries.async_unload(entry.entry_id)
+        await hass.async_block_till_done()
+    status, library = (hass_storage[key]["data"] for key in _keys(entry).values())
+    assert status["library_generation"] == library["generation"]
+    assert [e.data["episode_id"] for e in events] == [added.id]
+
+    plex_sim.clear_log()
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    await hass.async_block_till_done()
+    assert state_of(hass, entry, "sensor", "sync_mode") == "incremental"
+    assert [r.path for r in plex_sim.requests] == ["/", "/library/sections"]
+    _assert_in_sync(hass, plex_sim, entry, hass_storage)
+    assert len(events) == 1
+
+
 # -- damaged stores ----------------------------------------------------------------------
 
 

@@ -333,7 +333,8 @@ class EpisodeSyncCoordinator(DataUpdateCoordinator[SyncSnapshot]):
     async def _async_stopping(self, _event: Event) -> None:
         """Home Assistant stops (entries are not unloaded): keep what is owed for the restart."""
         self._unsub_stop = None  # a listener that fired is gone already
-        await self.store.async_save_owed(self.owed)
+        async with self._commit_lock:  # after a commit that is writing
+            await self.store.async_save_owed(self.owed)
 
     async def async_force_full_sync(self) -> None:
         """Run a full sync now (action and button); say so when it could not run.
@@ -388,13 +389,20 @@ class EpisodeSyncCoordinator(DataUpdateCoordinator[SyncSnapshot]):
             if isinstance(err, MediaServerError):
                 raise self._failure(err) from err
             raise
+        # Shielded: an unload or Home Assistant's stop cancels a running poll,
+        # and a commit cut between its two writes leaves a library file that
+        # its status file does not name (a full sync at the next start, and
+        # the episodes this sync found never announced).
+        await asyncio.shield(self._commit_unless_shut_down(result))
+        return self.snapshot()
+
+    async def _commit_unless_shut_down(self, result: SyncResult) -> None:
         async with self._commit_lock:
             if self._shutdown_requested:
                 # Unloaded meanwhile: the entry's next coordinator does this again.
                 self._give_back()
             else:
                 await self._commit(result)
-        return self.snapshot()
 
     async def _commit(self, result: SyncResult) -> None:
         """Persist a sync's result, then take it on and announce what it found."""
