@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import inspect
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from homeassistant import config_entries
 from homeassistant.helpers.storage import Store
 from homeassistant.helpers.update_coordinator import UpdateFailed
 
@@ -13,21 +14,15 @@ try:  # HA 2026.x validates schemas with probatio, the successor of voluptuous.
 except ImportError:  # pragma: no cover - HA before 2026 ships voluptuous only
     import voluptuous as vol  # type: ignore[no-redef,unused-ignore]
 
-try:  # Newer releases than 2025.4 reload an entry whose options changed.
-    from homeassistant.config_entries import (  # type: ignore[attr-defined,unused-ignore]
-        OptionsFlowWithReload as OptionsFlowBase,
-    )
-
-    #: Whether the options flow reloads the entry itself. Update listeners are
-    #: refused beside it, and they made a reauth reload the entry twice
-    #: (HA 2026.10 warns that this breaks in 2026.12).
-    OPTIONS_FLOW_RELOADS = True
-except ImportError:  # pragma: no cover - HA 2025.4 reloads through an update listener
-    from homeassistant.config_entries import (  # type: ignore[assignment,unused-ignore]
-        OptionsFlow as OptionsFlowBase,
-    )
-
-    OPTIONS_FLOW_RELOADS = False
+#: Whether the options flow reloads the entry itself (``OptionsFlowWithReload``,
+#: newer releases than 2025.4). Update listeners are refused beside it, and
+#: they made a reauth reload the entry twice (HA 2026.10 warns that this
+#: breaks in 2026.12); 2025.4 reloads through an update listener.
+OPTIONS_FLOW_RELOADS = hasattr(config_entries, "OptionsFlowWithReload")
+if TYPE_CHECKING:  # the same interface on every release
+    OptionsFlowBase = config_entries.OptionsFlow
+else:
+    OptionsFlowBase = getattr(config_entries, "OptionsFlowWithReload", config_entries.OptionsFlow)
 
 #: ``Store(serialize_in_event_loop=False)`` (HA 2025.12+) encodes in an executor
 #: thread; older releases encode in the loop, so the payload is kept compact.
