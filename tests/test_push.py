@@ -193,6 +193,24 @@ async def test_plex_new_episode_arrives_without_a_poll(
     )
 
 
+async def test_a_pushed_sync_still_running_ends_with_the_entry(
+    hass: HomeAssistant, plex_sim: PlexSimulator, freezer: FrozenDateTimeFactory
+) -> None:
+    """Unloading cancels a sync that a push message started (it would commit nothing)."""
+    entry = plex_entry(plex_sim, push_updates=True)
+    await _connected(hass, freezer, entry, plex_sim)
+    held = plex_sim.add_fault(Fault(kind="timeout", path="/library/sections", delay=0.3))
+    plex_sim.model.add_episode(_first_show(plex_sim).id, 3, 1)
+    await _read_all(entry, plex_sim)
+    freezer.tick(timedelta(seconds=PLEX_COOLDOWN))
+    async_fire_time_changed(hass)
+    await _until(lambda: held.fired == 1, "the pushed sync's first request")
+    assert await hass.config_entries.async_unload(entry.entry_id)
+    await hass.async_block_till_done()
+    assert _busy(hass) == []  # the sync waiting for its answer is gone with the entry
+    await _tick(hass, freezer, 1)  # the server ends its hold (to nobody)
+
+
 async def test_plex_flood_is_one_sync(
     hass: HomeAssistant, plex_sim: PlexSimulator, freezer: FrozenDateTimeFactory
 ) -> None:

@@ -20,9 +20,9 @@ the source of truth", jellyfin §6 "missed messages are never replayed"):
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Collection, Coroutine
+from collections.abc import Collection
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final
 
 from homeassistant.const import CONF_VERIFY_SSL
 from homeassistant.core import HomeAssistant, callback
@@ -95,14 +95,8 @@ class PushListener:
         self.connects = 0
         #: Failed attempts since the last connect (the backoff's position).
         self.retries = 0
-        self._debouncer: Debouncer[Coroutine[Any, Any, None]] = Debouncer(
-            hass,
-            LOGGER,
-            cooldown=cooldown,
-            immediate=False,
-            function=coordinator.async_refresh,
-            # Not a task Home Assistant's start-up or block_till_done waits for.
-            background=True,
+        self._debouncer: Debouncer[None] = Debouncer(
+            hass, LOGGER, cooldown=cooldown, immediate=False, function=self._sync
         )
 
     @callback
@@ -111,6 +105,19 @@ class PushListener:
         self._entry.async_on_unload(self._debouncer.async_shutdown)
         self._entry.async_create_background_task(
             self._hass, self._run(), name=f"episode_sync push {self._entry.title}"
+        )
+
+    @callback
+    def _sync(self) -> None:
+        """Sync as a background task of the entry.
+
+        Not a task that Home Assistant's start-up waits for, and one that an
+        unload cancels (the sync commits nothing then).
+        """
+        self._entry.async_create_background_task(
+            self._hass,
+            self._coordinator.async_refresh(),
+            name=f"episode_sync sync (pushed) {self._entry.title}",
         )
 
     async def _run(self) -> None:
