@@ -198,6 +198,30 @@ async def test_entities_unavailable_while_down_then_back(
     assert state_of(hass, entry, "sensor", "episodes") == "100"
 
 
+async def test_polls_go_on_with_every_entity_disabled(
+    hass: HomeAssistant,
+    plex_sim: PlexSimulator,
+    freezer: FrozenDateTimeFactory,
+    entity_registry: er.EntityRegistry,
+) -> None:
+    """Automations on the bus events need no entity: the scan interval still drives syncs."""
+    entry = plex_entry(plex_sim)
+    await setup_entry(hass, entry)
+    entities = er.async_entries_for_config_entry(entity_registry, entry.entry_id)
+    for entity in entities:
+        entity_registry.async_update_entity(
+            entity.entity_id, disabled_by=er.RegistryEntryDisabler.USER
+        )
+    assert await hass.config_entries.async_reload(entry.entry_id)
+    await hass.async_block_till_done()
+    assert entities
+    assert all(hass.states.get(entity.entity_id) is None for entity in entities)
+    events = async_capture_events(hass, EVENT_NEW_EPISODE)
+    arrival = plex_sim.model.add_episode(_first_show(plex_sim).id, 9, 1)
+    await next_poll(hass, freezer)
+    assert [e.data["episode_id"] for e in events] == [arrival.id]
+
+
 async def test_many_new_episodes_are_summarised(
     hass: HomeAssistant, plex_sim: PlexSimulator, freezer: FrozenDateTimeFactory
 ) -> None:

@@ -82,6 +82,9 @@ async def async_setup_entry(hass: HomeAssistant, entry: EpisodeSyncConfigEntry) 
     entry.runtime_data = EpisodeSyncData(client=client, store=store, coordinator=coordinator)
     await hass.config_entries.async_forward_entry_setups(entry, PLATFORMS)
     coordinator.async_start_announcing()
+    # Polls are scheduled only while something listens: with every entity
+    # disabled, the bus events (what automations use) must still come.
+    entry.async_on_unload(coordinator.async_add_listener(lambda: None))
     entry.runtime_data.push = async_start_push(hass, entry, coordinator)
     if not OPTIONS_FLOW_RELOADS:  # pragma: no cover - HA 2025.4
         listener = partial(_async_options_updated, dict(entry.options))
