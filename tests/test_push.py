@@ -47,6 +47,7 @@ from custom_components.episode_sync.api.push import (
 from custom_components.episode_sync.const import EVENT_NEW_EPISODE
 from custom_components.episode_sync.diagnostics import async_get_config_entry_diagnostics
 from custom_components.episode_sync.push import (
+    HELD_FOR,
     JELLYFIN_COOLDOWN,
     PLEX_COOLDOWN,
     RECONNECT_DELAYS,
@@ -307,9 +308,37 @@ async def test_plex_dropped_socket_reconnects_and_resyncs_once(
     assert _syncs(plex_sim) == 1
     assert state_of(hass, entry, "sensor", "episodes") == "101"
     diagnostics = await async_get_config_entry_diagnostics(hass, entry)
-    assert diagnostics["push"] == {"connected": True, "connects": 2, "retries": 0}
+    # One wait since the socket last held (the backoff starts over once this one has).
+    assert diagnostics["push"] == {"connected": True, "connects": 2, "retries": 1}
     await _tick(hass, freezer, PLEX_COOLDOWN * 3)
     assert _syncs(plex_sim) == 1
+
+
+async def test_a_socket_closed_soon_after_it_opens_backs_off(
+    hass: HomeAssistant, plex_sim: PlexSimulator, freezer: FrozenDateTimeFactory
+) -> None:
+    """Accepted, then closed (a proxy dropping it): the waits, and the catch-up syncs
+    after them, grow as if the connects had failed, until a connection holds."""
+    entry = plex_entry(plex_sim, push_updates=True)
+    await _connected(hass, freezer, entry, plex_sim)
+    listener = _listener(entry)
+    await _tick(hass, freezer, HELD_FOR)  # this first connection held
+
+    async def dropped_then_back(wait: float) -> None:
+        await plex_sim.push.disconnect()
+        await _until(lambda: not listener.connected, "socket closed")
+        await _tick(hass, freezer, wait - 1)
+        assert not listener.connected
+        await _tick(hass, freezer, 1)
+        await _until(lambda: listener.connected, "reconnected")
+        await _settle(hass, freezer, entry, plex_sim)
+
+    plex_sim.clear_log()
+    for wait in RECONNECT_DELAYS[:3]:
+        await dropped_then_back(wait)
+    assert _syncs(plex_sim) == 3
+    await _tick(hass, freezer, HELD_FOR)
+    await dropped_then_back(RECONNECT_DELAYS[0])
 
 
 async def test_a_frame_no_parser_expected_reconnects_and_resyncs(

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Collection
 from datetime import timedelta
+import time
 from typing import TYPE_CHECKING, Final
 
 from homeassistant.const import CONF_VERIFY_SSL
@@ -64,6 +65,12 @@ PLEX_COOLDOWN: Final = 10.0
 JELLYFIN_COOLDOWN: Final = 2.0
 
 
+#: A connection that lasted this long held: the next wait starts the backoff
+#: over. One closed sooner (a proxy that accepts and then drops it) goes on
+#: backing off, or each reconnect and its catch-up sync would come every 30 s.
+HELD_FOR: Final = RECONNECT_DELAYS[-1]
+
+
 def reconnect_delay(attempt: int) -> float:
     """Seconds before reconnect attempt ``attempt`` (1-based)."""
     return RECONNECT_DELAYS[min(attempt, len(RECONNECT_DELAYS)) - 1]
@@ -93,8 +100,9 @@ class PushListener:
         self.connected = False
         #: Completed connects (each is followed by one sync).
         self.connects = 0
-        #: Failed attempts since the last connect (the backoff's position).
+        #: Waits since a connection last held (the backoff's position).
         self.retries = 0
+        self._opened_at: float | None = None
         self._debouncer: Debouncer[None] = Debouncer(
             hass, LOGGER, cooldown=cooldown, immediate=False, function=self._sync
         )
@@ -136,6 +144,9 @@ class PushListener:
                 # (polling would stay at the slow interval): log, reconnect.
                 LOGGER.exception("%s notification socket failed", self.socket.server)
             self._set_connected(False)
+            opened_at, self._opened_at = self._opened_at, None
+            if opened_at is not None and time.monotonic() - opened_at >= HELD_FOR:
+                self.retries = 0
             self.retries += 1
             await asyncio.sleep(reconnect_delay(self.retries))
 
@@ -170,7 +181,7 @@ class PushListener:
     def _opened(self) -> None:
         LOGGER.debug("%s notification socket connected", self.socket.server)
         self.connects += 1
-        self.retries = 0
+        self._opened_at = time.monotonic()
         self._set_connected(True)
         # Whatever happened while the socket was down was not sent to us.
         self._debouncer.async_schedule_call()
