@@ -22,8 +22,8 @@ from .coordinator import EpisodeView, episode_code
 #: The card shows 5 items by default (``max``); a few more leave room to set it higher.
 MAX_CARD_ITEMS = 10
 #: The serialized ``data`` stays under this many bytes: each signed image path
-#: is ~350 bytes, and the state must stay well below the recorder's 16 KB
-#: attribute warning even though the attribute itself is not recorded.
+#: is ~350 bytes, and though the attribute is not recorded, the state goes to
+#: every open dashboard at each sync (with ``episodes``, about 26 KB).
 MAX_CARD_BYTES = 8192
 
 #: The first item: what each line shows unless the card's config says otherwise.

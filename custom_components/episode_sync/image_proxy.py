@@ -40,7 +40,9 @@ STILL_URL = POSTER_URL + "/{episode_id}"
 #: lifetime has passed. The sensor writes its state at every sync (10 min by
 #: default, at most the push safety-net interval), so a path in a state is
 #: always valid for days, and a path in an event (a notification's picture)
-#: stays loadable for at least ``SIGN_LIFETIME - RESIGN_AFTER``.
+#: stays loadable for at least ``SIGN_LIFETIME - RESIGN_AFTER``, or until
+#: Home Assistant restarts: it signs with a key it keeps only in memory
+#: (http/auth.py ``async_sign_path``), and the states are signed anew then.
 SIGN_LIFETIME = timedelta(days=7)
 RESIGN_AFTER = SIGN_LIFETIME / 2
 #: Signed paths kept at most; stale ones are dropped first when it is reached.
