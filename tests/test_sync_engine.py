@@ -543,6 +543,30 @@ def big_backend() -> FakeBackend:
     return backend  # 22 episodes, 14 in show s0
 
 
+@pytest.mark.parametrize("force_full", [False, True])
+@pytest.mark.parametrize("trusts_added_at", [True, False])
+async def test_an_episode_moved_to_another_show_under_its_id_is_no_new_episode(
+    trusts_added_at: bool, force_full: bool
+) -> None:
+    """Shows merged: their episodes keep their ids under the other show (as Plex's
+    Merge is taken to do; UNCONFIRMED), and the date the mirror first saw them."""
+    backend = make_backend(trusts_added_at=trusts_added_at)
+    backend.clock += 100_000  # the episodes are old news
+    harness = Harness(backend)
+    await harness.sync()
+    first_seen = {e.id: e.added_at for _, _, e in harness.mirror.episodes() if e.show_id == "s0"}
+    merged = [replace(e, show_id="s1", season=2) for e in backend.episodes_by_show.pop("s0")]
+    backend.episodes_by_show["s1"].extend(merged)
+    backend.shows_by_library["1"] = backend.shows_by_library["1"][1:]
+    backend.bump()
+    result = await harness.sync(force_full=force_full)
+    assert (result.added, result.removed, result.new_episodes) == ((), (), ())
+    assert result.updated == len(merged)
+    moved = {e.id: e for e in harness.mirror.libraries["1"].shows["s1"].episodes.values()}
+    assert {eid: moved[eid].added_at for eid in first_seen} == first_seen
+    assert {moved[eid].season for eid in first_seen} == {2}
+
+
 @dataclass
 class ListedMidChange(FakeBackend):
     """A library listing served while a change lands (a row slipped past, a stale row),

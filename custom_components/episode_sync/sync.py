@@ -394,6 +394,8 @@ class _Builder:
         #: gone from it: ``settle`` pairs their episodes up once all are known.
         self._new_shows: list[tuple[str, dict[str, EpisodeRow]]] = []
         self._gone_shows: list[ShowMirror] = []
+        #: The row dict (this sync's own) each added episode went into.
+        self._added_to: dict[str, dict[str, EpisodeRow]] = {}
 
     def show(self, old: ShowMirror | None, show: Show, rows: dict[str, EpisodeRow]) -> ShowMirror:
         """Settle one show's freshly fetched episode rows against its old entry."""
@@ -431,6 +433,7 @@ class _Builder:
             if show.library_id in self.known_libraries and not self.trusts_added_at:
                 rows[episode_id] = _added_at(fetched, self.seen_at())
             self.added.append(rows[episode_id])
+            self._added_to[episode_id] = rows
         self.removed.extend(gone.values())
         if old is None and rows:
             self._new_shows.append((show.title, rows))
@@ -443,13 +446,16 @@ class _Builder:
         self._gone_shows.append(old)
 
     def settle(self) -> None:
-        """Pair episodes of new show ids with those of gone shows (a re-keyed library).
+        """Pair what was added with what was removed, once every show has been seen.
 
-        Runs once every show has been seen, before the mass-removal guard, so
-        re-keyed episodes count neither as added nor as removed. The row
-        dicts of new shows are this sync's own and not yet shared, so the
+        An id removed from one show and added to another moved (shows merged,
+        a show moved to another library); episodes of new show ids match
+        those of gone shows by title, season and number (a re-keyed library).
+        Runs before the mass-removal guard, so neither counts as added or
+        removed. Row dicts are this sync's own and not yet shared, so the
         matched episodes take their predecessors' ``added_at`` in place.
         """
+        self._settle_moves()
         if not self._new_shows or not self._gone_shows:
             return
         slots: dict[tuple[str, int | None, int], EpisodeRow] = {}
@@ -477,6 +483,17 @@ class _Builder:
         if matched:
             self.added = [row for row in self.added if row[At.ID] not in matched]
             self.removed = [row for row in self.removed if row[At.ID] not in replaced]
+
+    def _settle_moves(self) -> None:
+        moved = {row[At.ID]: row for row in self.removed if row[At.ID] in self._added_to}
+        if not moved:
+            return
+        for episode_id, before in moved.items():
+            rows = self._added_to[episode_id]
+            rows[episode_id] = _added_at(rows[episode_id], before[At.ADDED_AT])
+            self.updated[rows[episode_id][At.LIBRARY_ID]] += 1
+        self.added = [row for row in self.added if row[At.ID] not in moved]
+        self.removed = [row for row in self.removed if row[At.ID] not in moved]
 
     @property
     def changed(self) -> bool:
