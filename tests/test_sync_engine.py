@@ -407,19 +407,43 @@ async def test_an_episode_replaced_a_sync_later_is_a_rekey_not_new() -> None:
 
 
 async def test_only_the_latest_removals_are_remembered(monkeypatch: pytest.MonkeyPatch) -> None:
+    """At most ``REMOVED_MEMORY`` of them, or as many as the mirror held."""
     monkeypatch.setattr(sync_module, "REMOVED_MEMORY", 3)
     backend = make_backend()
     harness = Harness(backend)
     await harness.sync()
-    for episode_id in ("e0-1", "e0-2", "e1-1", "e1-2"):
+    order = [f"e{i}-{n}" for i in range(3) for n in range(1, 5)]
+    for count, episode_id in enumerate(order, 1):
         backend.bump()
         backend.remove(episode_id)
         await harness.sync()
-    assert list(harness.mirror.removed) == ["e0-2", "e1-1", "e1-2"]
+        assert len(harness.mirror.removed) == min(count, max(3, 13 - count))
+    assert list(harness.mirror.removed) == order[-3:]
     # Another server's removals mean nothing here.
     other = SyncEngine(backend, server_id="other", library_ids=["1"], clock=lambda: harness.now)
     result = await other.sync(harness.mirror, harness.state)
     assert result.mirror.removed == {}
+
+
+async def test_a_library_removed_whole_and_back_is_remembered_whole(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """More removals than ``REMOVED_MEMORY`` at once (a removal the guard saw twice): all
+    remembered, so the library's return announces nothing and keeps the first-seen dates."""
+    monkeypatch.setattr(sync_module, "REMOVED_MEMORY", 3)
+    backend = make_backend(has_library_markers=False, trusts_added_at=False)
+    harness = Harness(backend)
+    await harness.sync()
+    first_seen = {e.id: e.added_at for _, _, e in harness.mirror.episodes()}
+    episodes, backend.episodes_by_show = backend.episodes_by_show, {}
+    assert (await harness.sync()).held_back == {"1": 12}
+    assert len((await harness.sync()).removed) == 12  # confirmed
+    assert len(harness.mirror.removed) == 12
+    backend.episodes_by_show = episodes
+    backend.clock += 3600
+    result = await harness.sync()
+    assert (len(result.added), result.new_episodes) == (0, ())
+    assert {e.id: e.added_at for _, _, e in harness.mirror.episodes()} == first_seen
 
 
 async def test_untrusted_added_at_uses_first_seen_time() -> None:

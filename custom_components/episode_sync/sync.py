@@ -62,7 +62,8 @@ MASS_REMOVAL_MIN = 10
 YIELD_EVERY = 2000
 
 #: Episodes removed from the mirror are remembered this long, and at most
-#: ``REMOVED_MEMORY`` of them (the latest). One that comes back under its id (a
+#: ``REMOVED_MEMORY`` of them, or as many as the mirror held (the latest: a
+#: library removed whole and back is remembered whole). One that comes back under its id (a
 #: share that was offline, Plex's trash restored, a file put back: Jellyfin's
 #: item id is a hash of its path, LibraryManager.GetNewItemIdInternal), or
 #: under a new id in the same show, season and number (a file replaced by a
@@ -524,8 +525,11 @@ class _Builder:
         back = self._removed_slots.pop((row[At.SHOW_ID], row[At.SEASON], number), None)
         return back if back not in self.restored else None
 
-    def removed_lately_after(self, now: float) -> dict[str, Removal]:
-        """``Mirror.removed`` once this sync is applied: its removals in, the restored out."""
+    def removed_lately_after(self, now: float, keep: int) -> dict[str, Removal]:
+        """``Mirror.removed`` once this sync is applied: its removals in, the restored out.
+
+        At most the ``keep`` latest ones.
+        """
         kept = {
             eid: lately for eid, lately in self.removed_lately.items() if eid not in self.restored
         }
@@ -533,8 +537,8 @@ class _Builder:
             (row[At.ID], (row[At.ADDED_AT], now, row[At.SHOW_ID], row[At.SEASON], row[At.NUMBER]))
             for row in self.removed
         )
-        if len(kept) > REMOVED_MEMORY:  # the dict's order is the order of removal
-            kept = dict(list(kept.items())[-REMOVED_MEMORY:])
+        if len(kept) > keep:  # the dict's order is the order of removal
+            kept = dict(list(kept.items())[-keep:])
         return kept
 
 
@@ -981,7 +985,9 @@ class SyncEngine:
             new = Mirror(
                 server_id=self._server_id,
                 libraries=libraries,
-                removed=builder.removed_lately_after(self._clock()),
+                removed=builder.removed_lately_after(
+                    self._clock(), keep=max(REMOVED_MEMORY, old.episode_count)
+                ),
             )
         return SyncResult(
             mode=mode,
