@@ -446,7 +446,7 @@ class _Builder:
         self.removed.extend(old.rows.values())
         self._gone_shows.append(old)
 
-    def settle(self) -> None:
+    async def settle(self) -> None:
         """Pair what was added with what was removed, once every show has been seen.
 
         An id removed from one show and added to another moved (shows merged,
@@ -454,21 +454,25 @@ class _Builder:
         those of gone shows by title, season and number (a re-keyed library).
         Runs before the mass-removal guard, so neither counts as added or
         removed. Row dicts are this sync's own and not yet shared, so the
-        matched episodes take their predecessors' ``added_at`` in place.
+        matched episodes take their predecessors' ``added_at`` in place. A
+        re-created server re-keys every show: the loop is handed back as it goes.
         """
-        self._settle_moves()
+        await self._settle_moves()
         if not self._new_shows or not self._gone_shows:
             return
         slots: dict[tuple[str, int | None, int], EpisodeRow] = {}
+        done = 0
         for gone_show in self._gone_shows:
             title = gone_show.show.title.casefold()
             for row in gone_show.rows.values():
                 if (number := row[At.NUMBER]) is not None:
                     slots.setdefault((title, row[At.SEASON], number), row)
+            done = await _step(done, len(gone_show.rows))
         added = {row[At.ID] for row in self.added}
         matched: set[str] = set()
         replaced: set[str] = set()
         for title, rows in self._new_shows:
+            done = await _step(done, len(rows))
             folded = title.casefold()
             for episode_id, row in rows.items():
                 if episode_id not in added or (number := row[At.NUMBER]) is None:
@@ -482,19 +486,26 @@ class _Builder:
                 self.rekeyed += 1
                 self.updated[row[At.LIBRARY_ID]] += 1
         if matched:
-            self.added = [row for row in self.added if row[At.ID] not in matched]
-            self.removed = [row for row in self.removed if row[At.ID] not in replaced]
+            self.added = await _without(self.added, matched)
+            self.removed = await _without(self.removed, replaced)
 
-    def _settle_moves(self) -> None:
-        moved = {row[At.ID]: row for row in self.removed if row[At.ID] in self._added_to}
+    async def _settle_moves(self) -> None:
+        if not self._added_to or not self.removed:
+            return
+        moved: dict[str, EpisodeRow] = {}
+        for index, row in enumerate(self.removed):
+            if row[At.ID] in self._added_to:
+                moved[row[At.ID]] = row
+            if index % YIELD_EVERY == YIELD_EVERY - 1:
+                await asyncio.sleep(0)
         if not moved:
             return
         for episode_id, before in moved.items():
             rows = self._added_to[episode_id]
             rows[episode_id] = _added_at(rows[episode_id], before[At.ADDED_AT])
             self.updated[rows[episode_id][At.LIBRARY_ID]] += 1
-        self.added = [row for row in self.added if row[At.ID] not in moved]
-        self.removed = [row for row in self.removed if row[At.ID] not in moved]
+        self.added = await _without(self.added, moved)
+        self.removed = await _without(self.removed, moved)
 
     @property
     def changed(self) -> bool:
@@ -713,10 +724,7 @@ class SyncEngine:
                 if show.id in gone:
                     continue
                 new_shows[show.id] = builder.show(old_shows.get(show.id), show, by_show[show.id])
-                done += len(by_show[show.id]) + 1
-                if done >= YIELD_EVERY:
-                    done = 0
-                    await asyncio.sleep(0)
+                done = await _step(done, len(by_show[show.id]) + 1)
             for show_id in old_shows.keys() - new_shows.keys():
                 builder.drop(old_shows[show_id])
             if old is None or old.title != library.title:
@@ -741,7 +749,7 @@ class SyncEngine:
             shows_checked=dict.fromkeys(new_libraries, started),
             selection=self._library_ids,
         )
-        return self._result(
+        return await self._result(
             SyncMode.FULL, reason, started, mirror, new_libraries, state, new_state, builder
         )
 
@@ -852,7 +860,7 @@ class SyncEngine:
             # Forget unselected libraries, so selecting one again means a full sync.
             selection=state.selection & self._library_ids,
         )
-        return self._result(
+        return await self._result(
             SyncMode.INCREMENTAL, None, started, mirror, libraries, state, new_state, builder
         )
 
@@ -963,7 +971,7 @@ class SyncEngine:
 
     # -- commit -------------------------------------------------------------------------
 
-    def _result(
+    async def _result(
         self,
         mode: SyncMode,
         reason: FullSyncReason | None,
@@ -974,7 +982,7 @@ class SyncEngine:
         state: SyncState,
         builder: _Builder,
     ) -> SyncResult:
-        builder.settle()  # re-keyed shows are known only once every show was seen
+        await builder.settle()  # re-keyed shows are known only once every show was seen
         if not old.is_empty and reason is not FullSyncReason.FORCED:
             state = self._hold_back_mass_removals(old, libraries, before, state, builder)
         else:
@@ -1077,6 +1085,24 @@ def _shows_holding(
         for show_id, entry in library.shows.items()
         if show_id in wanted or not entry.rows.keys().isdisjoint(wanted)
     }
+
+
+async def _without(rows: list[EpisodeRow], ids: Collection[str]) -> list[EpisodeRow]:
+    """``rows`` but those whose id is in ``ids``, handing the event loop back as it goes."""
+    kept: list[EpisodeRow] = []
+    for start in range(0, len(rows), YIELD_EVERY):
+        kept.extend(row for row in rows[start : start + YIELD_EVERY] if row[At.ID] not in ids)
+        await asyncio.sleep(0)
+    return kept
+
+
+async def _step(done: int, rows: int) -> int:
+    """Count ``rows`` more rows of work; hand the event loop back every ``YIELD_EVERY``."""
+    done += rows
+    if done < YIELD_EVERY:
+        return done
+    await asyncio.sleep(0)
+    return 0
 
 
 def _agrees(show: Show, fresh: Mapping[str, EpisodeRow] | None, old: ShowMirror | None) -> bool:
