@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field
+import secrets
 from typing import Any
 
 from homeassistant.core import HomeAssistant
@@ -349,12 +350,6 @@ def _optional[T: (int, float)](value: Any, kind: type[T]) -> T | None:
     return kind(value)
 
 
-def _generation(data: Any, key: str) -> int:
-    """The library generation a loaded file names (0 when it names none it can)."""
-    value = data.get(key) if isinstance(data, dict) else None
-    return value if isinstance(value, int) else 0
-
-
 class EpisodeSyncStore:
     """The two stores of one config entry."""
 
@@ -378,8 +373,11 @@ class EpisodeSyncStore:
             )
         #: Library-store writes so far (diagnostics and the benchmark report it).
         self.library_writes = 0
-        #: The generation of the library file, as the status file names it.
-        self._generation = 0
+        #: The generation of the library file on disk, which the status file
+        #: names: a random token per write, so a stale file never carries the
+        #: one of a later write (a counter could restart and name it again).
+        #: Older releases wrote counters, compared the same way.
+        self._generation: str | int | None = None
         #: Summary of the last sync, as stored in the status store.
         self.last_result: dict[str, Any] = {}
         #: What the next sync owes, as stored in the status store.
@@ -396,11 +394,6 @@ class EpisodeSyncStore:
         try:
             status = await self._status.async_load()
             library = await self._library.async_load()
-            # The next write takes a generation newer than any on disk: one
-            # that restarted at 0 could name a stale library file again.
-            self._generation = max(
-                _generation(library, "generation"), _generation(status, "library_generation")
-            )
             if status is None or library is None:
                 if status is not None or library is not None:
                     LOGGER.warning(
@@ -415,6 +408,7 @@ class EpisodeSyncStore:
                     " a full sync will rebuild it"
                 )
                 return Mirror(), SyncState()
+            self._generation = library.get("generation")
             self.last_result = dict(status.get("last_result") or {})
             self.owed = decode_owed(status.get("owed", {}))
             self._status_data = status
@@ -429,7 +423,7 @@ class EpisodeSyncStore:
     ) -> None:
         """Persist a committed sync: the mirror only when it changed (``mirror`` not None)."""
         if mirror is not None:
-            self._generation += 1
+            self._generation = secrets.token_hex(8)
             encoded = await encode_mirror(mirror)
             await self._library.async_save({**encoded, "generation": self._generation})
             self.library_writes += 1
