@@ -413,12 +413,16 @@ async def test_only_the_latest_removals_are_remembered(monkeypatch: pytest.Monke
     harness = Harness(backend)
     await harness.sync()
     order = [f"e{i}-{n}" for i in range(3) for n in range(1, 5)]
-    for count, episode_id in enumerate(order, 1):
+    for episode_id in order[:4]:  # one by one: the mirror held more than 3
         backend.bump()
         backend.remove(episode_id)
         await harness.sync()
-        assert len(harness.mirror.removed) == min(count, max(3, 13 - count))
-    assert list(harness.mirror.removed) == order[-3:]
+    assert list(harness.mirror.removed) == order[:4]
+    backend.bump()
+    for episode_id in order[4:]:  # the 8 others at once: 12 removals, 8 kept
+        backend.remove(episode_id)
+    await harness.sync()
+    assert sorted(harness.mirror.removed) == sorted(order[4:])
     # Another server's removals mean nothing here.
     other = SyncEngine(backend, server_id="other", library_ids=["1"], clock=lambda: harness.now)
     result = await other.sync(harness.mirror, harness.state)
@@ -438,6 +442,8 @@ async def test_a_library_removed_whole_and_back_is_remembered_whole(
     episodes, backend.episodes_by_show = backend.episodes_by_show, {}
     assert (await harness.sync()).held_back == {"1": 12}
     assert len((await harness.sync()).removed) == 12  # confirmed
+    backend.add("s0", "meanwhile", 9, 1)  # a sync that changes something, mirror smaller
+    await harness.sync()
     assert len(harness.mirror.removed) == 12
     backend.episodes_by_show = episodes
     backend.clock += 3600

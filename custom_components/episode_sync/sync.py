@@ -994,7 +994,10 @@ class SyncEngine:
                 server_id=self._server_id,
                 libraries=libraries,
                 removed=builder.removed_lately_after(
-                    self._clock(), keep=max(REMOVED_MEMORY, old.episode_count)
+                    self._clock(),
+                    # Never less than is remembered: a library removed whole
+                    # stays so while the mirror is smaller (REMOVED_FOR bounds it).
+                    keep=max(REMOVED_MEMORY, old.episode_count, len(builder.removed_lately)),
                 ),
             )
         return SyncResult(
