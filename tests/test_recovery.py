@@ -112,17 +112,9 @@ async def test_stop_during_a_sync_keeps_the_stores_and_the_next_start_recovers(
     assert [e.data["episode_id"] for e in events] == [added.id]
 
 
-async def test_stop_while_the_mirror_is_written_finishes_the_commit(
-    hass: HomeAssistant, plex_sim: PlexSimulator, hass_storage: dict[str, Any]
-) -> None:
-    """Cancelled between its two writes (a slow disk), a commit still writes both files:
-    the next start trusts them, and the episode the sync found is announced once."""
-    entry = plex_entry(plex_sim)
-    await setup_entry(hass, entry)
-    coordinator = entry.runtime_data.coordinator
-    events = async_capture_events(hass, EVENT_NEW_EPISODE)
-    show = next(iter(plex_sim.model.libraries[tv_library_ids(plex_sim.model)[0]].shows.values()))
-    added = plex_sim.model.add_episode(show.id, 9, 1)
+@contextlib.contextmanager
+def _slow_disk(entry: MockConfigEntry) -> Iterator[tuple[asyncio.Event, asyncio.Event]]:
+    """The library file's writes wait until the second event is set (the first says one is)."""
     writing, disk_done = asyncio.Event(), asyncio.Event()
     written = storage.Store._async_write_data
 
@@ -133,12 +125,34 @@ async def test_stop_while_the_mirror_is_written_finishes_the_commit(
         await written(store, *args)
 
     with patch.object(storage.Store, "_async_write_data", new=slow_disk):
+        yield writing, disk_done
+
+
+async def test_a_poll_cancelled_while_the_mirror_is_written_finishes_the_commit(
+    hass: HomeAssistant, plex_sim: PlexSimulator, hass_storage: dict[str, Any]
+) -> None:
+    """Cancelled between its two writes (a slow disk; an unload, Home Assistant's stop), a
+    commit still writes both files: the next start trusts them, and the episode the sync
+    found is announced once."""
+    entry = plex_entry(plex_sim)
+    await setup_entry(hass, entry)
+    coordinator = entry.runtime_data.coordinator
+    events = async_capture_events(hass, EVENT_NEW_EPISODE)
+    show = next(iter(plex_sim.model.libraries[tv_library_ids(plex_sim.model)[0]].shows.values()))
+    added = plex_sim.model.add_episode(show.id, 9, 1)
+
+    with _slow_disk(entry) as (writing, disk_done):
         task = hass.async_create_task(coordinator.async_refresh())
         await writing.wait()
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+        # A sync asked for now starts from what that commit writes, once it has.
+        again = hass.async_create_task(coordinator.async_refresh())
+        await asyncio.sleep(0)
         disk_done.set()
+        await again
+        assert [e.data["episode_id"] for e in events] == [added.id]
         assert await hass.config_entries.async_unload(entry.entry_id)
         await hass.async_block_till_done()
     status, library = (hass_storage[key]["data"] for key in _keys(entry).values())

@@ -319,8 +319,8 @@ class EpisodeSyncCoordinator(DataUpdateCoordinator[SyncSnapshot]):
         """Stop, leaving what is still owed for the entry's next coordinator.
 
         A sync still running commits nothing once shutdown is asked for
-        (unload cancels a poll; a push-started or forced sync runs on), and
-        what it took on is in what is owed. One already committing is waited
+        (unload cancels a poll or a push-started sync; a forced one runs on),
+        and what it took on is in what is owed. One already committing is waited
         for, so that the next coordinator loads stores no one writes.
         """
         await super().async_shutdown()
@@ -372,6 +372,8 @@ class EpisodeSyncCoordinator(DataUpdateCoordinator[SyncSnapshot]):
                 translation_key="server_asked_to_wait",
                 translation_placeholders={"seconds": str(math.ceil(wait))},
             )
+        async with self._commit_lock:
+            pass  # a commit its cancelled poll left running ends first: start from it
         taken = self._taken = Owed(self._force_full, self.dirty_libraries, self.played_items)
         self._force_full, self.dirty_libraries, self.played_items = False, set(), set()
         try:
@@ -393,7 +395,10 @@ class EpisodeSyncCoordinator(DataUpdateCoordinator[SyncSnapshot]):
         # and a commit cut between its two writes leaves a library file that
         # its status file does not name (a full sync at the next start, and
         # the episodes this sync found never announced).
-        await asyncio.shield(self._commit_unless_shut_down(result))
+        commit = self.config_entry.async_create_task(
+            self.hass, self._commit_unless_shut_down(result), "episode_sync commit"
+        )
+        await asyncio.shield(commit)
         return self.snapshot()
 
     async def _commit_unless_shut_down(self, result: SyncResult) -> None:
