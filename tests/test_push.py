@@ -212,6 +212,30 @@ async def test_a_pushed_sync_still_running_ends_with_the_entry(
     await _tick(hass, freezer, 1)  # the server ends its hold (to nobody)
 
 
+async def test_what_is_heard_during_a_pushed_sync_is_one_more_sync(
+    hass: HomeAssistant, plex_sim: PlexSimulator, freezer: FrozenDateTimeFactory
+) -> None:
+    """A scan that outlasts the sync it started: three more changes, one more sync after it."""
+    entry = plex_entry(plex_sim, push_updates=True)
+    await _connected(hass, freezer, entry, plex_sim)
+    held = plex_sim.add_fault(Fault(kind="timeout", path="/library/sections", delay=60))
+
+    async def heard_then_debounced() -> None:
+        plex_sim.model.add_episode(_first_show(plex_sim).id, 7, plex_sim.push.frames_sent)
+        await _read_all(entry, plex_sim)
+        freezer.tick(timedelta(seconds=PLEX_COOLDOWN))
+        async_fire_time_changed(hass)
+        await _until(lambda: held.fired == 1, "the pushed sync's first request")
+
+    for _ in range(4):  # the first starts the sync the server holds; three are heard during it
+        await heard_then_debounced()
+    assert _syncs(plex_sim) == 1
+    await _tick(hass, freezer, 60)  # the hold ends (the sync fails): one more, debounced
+    await _tick(hass, freezer, PLEX_COOLDOWN)
+    assert _syncs(plex_sim) == 2
+    assert state_of(hass, entry, "sensor", "episodes") == "104"
+
+
 async def test_plex_flood_is_one_sync(
     hass: HomeAssistant, plex_sim: PlexSimulator, freezer: FrozenDateTimeFactory
 ) -> None:

@@ -106,6 +106,9 @@ class PushListener:
         self._debouncer: Debouncer[None] = Debouncer(
             hass, LOGGER, cooldown=cooldown, immediate=False, function=self._sync
         )
+        #: The pushed sync running, and whether more was heard meanwhile.
+        self._syncing: asyncio.Task[None] | None = None
+        self._again = False
 
     @callback
     def start(self) -> None:
@@ -117,16 +120,29 @@ class PushListener:
 
     @callback
     def _sync(self) -> None:
-        """Sync as a background task of the entry.
+        """Sync as a background task of the entry, one at a time.
 
         Not a task that Home Assistant's start-up waits for, and one that an
-        unload cancels (the sync commits nothing then).
+        unload cancels (the sync commits nothing then). What is heard while
+        it runs asks for one more, debounced again once it is done, so that
+        a scan longer than a sync does not queue one sync per cooldown.
         """
-        self._entry.async_create_background_task(
+        if self._syncing is not None:
+            self._again = True
+            return
+        self._syncing = self._entry.async_create_background_task(
             self._hass,
             self._coordinator.async_refresh(),
             name=f"episode_sync sync (pushed) {self._entry.title}",
         )
+        self._syncing.add_done_callback(self._synced)
+
+    @callback
+    def _synced(self, _task: asyncio.Task[None]) -> None:
+        self._syncing = None
+        if self._again:
+            self._again = False
+            self._debouncer.async_schedule_call()
 
     async def _run(self) -> None:
         while True:
