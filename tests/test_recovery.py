@@ -539,6 +539,40 @@ async def test_show_gone_during_its_repair_is_dropped_without_a_full_sync(
     assert events == []
 
 
+async def test_show_gone_during_a_full_syncs_own_look_at_it_is_looked_at_again(
+    hass: HomeAssistant,
+    media_sim: Sim,
+    hass_storage: dict[str, Any],
+    freezer: FrozenDateTimeFactory,
+) -> None:
+    """A forced full sync whose library listing missed a row of a show asks that show,
+    which answers 404: dropped, and the next sync (not skipping the library) brings it back."""
+    sim = media_sim
+    entry = await entry_for(sim)
+    await setup_entry(hass, entry)
+    show = next(iter(sim.model.libraries[tv_library_ids(sim.model)[0]].shows.values()))
+    dropped = next(iter(show.episodes))
+
+    def without_one_row(payload: Any) -> Any:
+        container = payload.get("MediaContainer", payload)
+        key = "Metadata" if "MediaContainer" in payload else "Items"
+        rows = container.get(key, [])
+        container[key] = [r for r in rows if str(r.get("ratingKey", r.get("Id"))) != dropped]
+        return payload
+
+    listing = (
+        f"/library/sections/{show.library_id}/all" if isinstance(sim, PlexSimulator) else "/Items"
+    )
+    sim.add_fault(Fault(kind="mutate", path=listing, mutate=without_one_row, times=-1))
+    sim.add_fault(Fault(kind="status", status=404, path=_repair_path(sim, show.id)))
+    await hass.services.async_call(DOMAIN, "force_full_sync", blocking=True)
+    assert show.id not in entry.runtime_data.coordinator.mirror.libraries[show.library_id].shows
+    sim.clear_faults()
+    await next_poll(hass, freezer)
+    assert state_of(hass, entry, "sensor", "sync_mode") == "incremental"
+    _assert_in_sync(hass, sim, entry, hass_storage)
+
+
 async def test_plex_section_listing_that_answers_404_is_retried_later_not_escalated(
     hass: HomeAssistant,
     plex_sim: PlexSimulator,

@@ -693,6 +693,7 @@ class SyncEngine:
         listings = await self._gather(fetch(library) for library in libraries)
         builder = self._builder(mirror)
         new_libraries: dict[str, LibraryMirror] = {}
+        vanished: set[str] = set()  # a show 404 (maybe a proxy's): the next sync looks again
         for library, shows, rows in listings:
             by_show: dict[str, dict[str, EpisodeRow]] = {show.id: {} for show in shows}
             for index, row in enumerate(rows):
@@ -710,6 +711,7 @@ class SyncEngine:
             for show, repaired in zip(suspects, repairs, strict=True):
                 if repaired is None:
                     gone.add(show.id)
+                    vanished.add(library.id)
                     continue
                 by_show[show.id] = {
                     row[At.ID]: _placed(row, library.id)
@@ -745,7 +747,11 @@ class SyncEngine:
             cursor=(cursor := self._next_cursor(state)),
             cursors=dict.fromkeys(new_libraries, cursor),
             libraries_listed=started,
-            markers={lib.id: lib.marker for lib in libraries if lib.marker and not lib.refreshing},
+            markers={
+                lib.id: lib.marker
+                for lib in libraries
+                if lib.marker and not lib.refreshing and lib.id not in vanished
+            },
             shows_checked=dict.fromkeys(new_libraries, started),
             selection=self._library_ids,
         )
