@@ -597,6 +597,23 @@ async def test_an_episode_moved_to_another_show_under_its_id_is_no_new_episode(
     assert {moved[eid].season for eid in first_seen} == {2}
 
 
+async def test_a_moved_episode_is_no_predecessor_for_a_re_keyed_one() -> None:
+    """A show merged into another, and a new show of its title: the new show's episodes
+    are new, not re-keyed versions of the ones that moved."""
+    backend = make_backend()
+    backend.clock += 100_000
+    harness = Harness(backend)
+    await harness.sync()
+    merged = [replace(e, show_id="s1", season=2) for e in backend.episodes_by_show.pop("s0")]
+    backend.episodes_by_show["s1"].extend(merged)
+    backend.shows_by_library["1"][0] = replace(backend.shows_by_library["1"][0], id="n0")
+    backend.add("n0", "n0-1", 1, 1)
+    backend.bump()
+    result = await harness.sync()
+    assert [e.id for e in episodes_of(result.new_episodes)] == ["n0-1"]
+    assert (result.removed, result.rekeyed) == ((), 0)
+
+
 @dataclass
 class ListedMidChange(FakeBackend):
     """A library listing served while a change lands (a row slipped past, a stale row),

@@ -359,6 +359,8 @@ class _Builder:
       must not announce the whole library as new;
     - so is an episode that comes back under the id, or in the show, season
       and number, of one removed lately (``Mirror.removed``);
+    - so is an id removed from one show and added to another in one sync
+      (shows merged, a show moved to another library: ``settle``);
     - when the server's "added" date cannot be trusted (Jellyfin's
       DateCreated is the file's birth time), a known episode keeps the
       ``added_at`` the mirror gave it, and an episode new to a library the
@@ -457,7 +459,7 @@ class _Builder:
         matched episodes take their predecessors' ``added_at`` in place. A
         re-created server re-keys every show: the loop is handed back as it goes.
         """
-        await self._settle_moves()
+        moved = await self._settle_moves()
         if not self._new_shows or not self._gone_shows:
             return
         slots: dict[tuple[str, int | None, int], EpisodeRow] = {}
@@ -465,7 +467,7 @@ class _Builder:
         for gone_show in self._gone_shows:
             title = gone_show.show.title.casefold()
             for row in gone_show.rows.values():
-                if (number := row[At.NUMBER]) is not None:
+                if (number := row[At.NUMBER]) is not None and row[At.ID] not in moved:
                     slots.setdefault((title, row[At.SEASON], number), row)
             done = await _step(done, len(gone_show.rows))
         added = {row[At.ID] for row in self.added}
@@ -486,26 +488,22 @@ class _Builder:
                 self.rekeyed += 1
                 self.updated[row[At.LIBRARY_ID]] += 1
         if matched:
-            self.added = await _without(self.added, matched)
-            self.removed = await _without(self.removed, replaced)
+            self.added = await _rows(self.added, lambda i: i not in matched)
+            self.removed = await _rows(self.removed, lambda i: i not in replaced)
 
-    async def _settle_moves(self) -> None:
+    async def _settle_moves(self) -> Collection[str]:
+        """Pair the ids both removed and added; return them."""
         if not self._added_to or not self.removed:
-            return
-        moved: dict[str, EpisodeRow] = {}
-        for index, row in enumerate(self.removed):
-            if row[At.ID] in self._added_to:
-                moved[row[At.ID]] = row
-            if index % YIELD_EVERY == YIELD_EVERY - 1:
-                await asyncio.sleep(0)
-        if not moved:
-            return
+            return set()
+        added = self._added_to.keys()
+        moved = {row[At.ID]: row for row in await _rows(self.removed, lambda i: i in added)}
         for episode_id, before in moved.items():
             rows = self._added_to[episode_id]
             rows[episode_id] = _added_at(rows[episode_id], before[At.ADDED_AT])
             self.updated[rows[episode_id][At.LIBRARY_ID]] += 1
-        self.added = await _without(self.added, moved)
-        self.removed = await _without(self.removed, moved)
+        self.added = await _rows(self.added, lambda i: i not in moved)
+        self.removed = await _rows(self.removed, lambda i: i not in moved)
+        return moved.keys()
 
     @property
     def changed(self) -> bool:
@@ -1096,11 +1094,11 @@ def _shows_holding(
     }
 
 
-async def _without(rows: list[EpisodeRow], ids: Collection[str]) -> list[EpisodeRow]:
-    """``rows`` but those whose id is in ``ids``, handing the event loop back as it goes."""
+async def _rows(rows: list[EpisodeRow], keep: Callable[[str], bool]) -> list[EpisodeRow]:
+    """The ``rows`` whose id ``keep`` accepts, handing the event loop back as it goes."""
     kept: list[EpisodeRow] = []
     for start in range(0, len(rows), YIELD_EVERY):
-        kept.extend(row for row in rows[start : start + YIELD_EVERY] if row[At.ID] not in ids)
+        kept.extend(row for row in rows[start : start + YIELD_EVERY] if keep(row[At.ID]))
         await asyncio.sleep(0)
     return kept
 
