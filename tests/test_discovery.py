@@ -328,7 +328,8 @@ async def _discover(
 async def test_a_loaded_entry_follows_its_server_with_one_reload(
     hass: HomeAssistant, plex_sim: PlexSimulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The server moves while its entry is loaded: the entry's own update listener reloads it."""
+    """The server moves while its entry is loaded: the entry, given the new address, is
+    reloaded once."""
     entry = plex_entry(plex_sim)
     await _start(hass, monkeypatch, [])
     await setup_entry(hass, entry)
