@@ -159,12 +159,7 @@ async def test_a_poll_cancelled_while_the_mirror_is_written_finishes_the_commit(
     assert status["library_generation"] == library["generation"]
     assert [e.data["episode_id"] for e in events] == [added.id]
 
-    plex_sim.clear_log()
-    assert await hass.config_entries.async_setup(entry.entry_id)
-    await hass.async_block_till_done()
-    assert state_of(hass, entry, "sensor", "sync_mode") == "incremental"
-    assert [r.path for r in plex_sim.requests] == ["/", "/library/sections"]
-    _assert_in_sync(hass, plex_sim, entry, hass_storage)
+    await _restart_expecting_an_incremental_sync(hass, plex_sim, entry, hass_storage)
     assert len(events) == 1
 
 
@@ -226,6 +221,18 @@ async def _synced_then_unloaded(
     return entry
 
 
+async def _restart_expecting_an_incremental_sync(
+    hass: HomeAssistant, sim: PlexSimulator, entry: MockConfigEntry, hass_storage: dict[str, Any]
+) -> None:
+    """The stores are trusted: the set-up's sync is an incremental one (one request)."""
+    sim.clear_log()
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    await hass.async_block_till_done()
+    assert state_of(hass, entry, "sensor", "sync_mode") == "incremental"
+    assert [r.path for r in sim.requests] == ["/", "/library/sections"]
+    _assert_in_sync(hass, sim, entry, hass_storage)
+
+
 async def _restart_expecting_a_full_sync(
     hass: HomeAssistant, sim: PlexSimulator, entry: MockConfigEntry, hass_storage: dict[str, Any]
 ) -> None:
@@ -265,12 +272,7 @@ async def test_unreadable_owed_part_owes_nothing_and_keeps_the_mirror(
     """What was owed is a hint; the mirror and its bookkeeping are good without it."""
     entry = await _synced_then_unloaded(hass, plex_sim, hass_storage)
     hass_storage[_keys(entry)["status"]]["data"]["owed"] = owed
-    plex_sim.clear_log()
-    assert await hass.config_entries.async_setup(entry.entry_id)
-    await hass.async_block_till_done()
-    assert state_of(hass, entry, "sensor", "sync_mode") == "incremental"
-    assert [r.path for r in plex_sim.requests] == ["/", "/library/sections"]
-    _assert_in_sync(hass, plex_sim, entry, hass_storage)
+    await _restart_expecting_an_incremental_sync(hass, plex_sim, entry, hass_storage)
 
 
 async def test_library_write_that_failed_is_found_at_the_next_start(
