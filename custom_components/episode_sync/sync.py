@@ -397,8 +397,8 @@ class _Builder:
         #: gone from it: ``settle`` pairs their episodes up once all are known.
         self._new_shows: list[tuple[str, dict[str, EpisodeRow]]] = []
         self._gone_shows: list[ShowMirror] = []
-        #: The row dict (this sync's own) each added episode went into.
-        self._added_to: dict[str, dict[str, EpisodeRow]] = {}
+        #: The row dicts (this sync's own) that added episodes went into.
+        self._added_to: list[dict[str, EpisodeRow]] = []
 
     def show(self, old: ShowMirror | None, show: Show, rows: dict[str, EpisodeRow]) -> ShowMirror:
         """Settle one show's freshly fetched episode rows against its old entry."""
@@ -411,6 +411,7 @@ class _Builder:
             for row in gone.values()
             if row[At.NUMBER] is not None
         }
+        added_before = len(self.added)
         for episode_id, fetched in list(rows.items()):
             previous = before.get(episode_id)
             if previous is not None:
@@ -436,7 +437,8 @@ class _Builder:
             if show.library_id in self.known_libraries and not self.trusts_added_at:
                 rows[episode_id] = _added_at(fetched, self.seen_at())
             self.added.append(rows[episode_id])
-            self._added_to[episode_id] = rows
+        if len(self.added) > added_before:
+            self._added_to.append(rows)
         self.removed.extend(gone.values())
         if old is None and rows:
             self._new_shows.append((show.title, rows))
@@ -493,14 +495,19 @@ class _Builder:
 
     async def _settle_moves(self) -> Collection[str]:
         """Pair the ids both removed and added; return them."""
-        if not self._added_to or not self.removed:
+        if not self.added or not self.removed:
             return set()
-        added = self._added_to.keys()
-        moved = {row[At.ID]: row for row in await _rows(self.removed, lambda i: i in added)}
-        for episode_id, before in moved.items():
-            rows = self._added_to[episode_id]
-            rows[episode_id] = _added_at(rows[episode_id], before[At.ADDED_AT])
-            self.updated[rows[episode_id][At.LIBRARY_ID]] += 1
+        gone = {row[At.ID]: row for row in self.removed}
+        moved: dict[str, EpisodeRow] = {}
+        done = 0
+        for rows in self._added_to:
+            for episode_id in gone.keys() & rows.keys():
+                rows[episode_id] = _added_at(rows[episode_id], gone[episode_id][At.ADDED_AT])
+                self.updated[rows[episode_id][At.LIBRARY_ID]] += 1
+                moved[episode_id] = gone[episode_id]
+            done = await _step(done, len(rows))
+        if not moved:
+            return set()
         self.added = await _rows(self.added, lambda i: i not in moved)
         self.removed = await _rows(self.removed, lambda i: i not in moved)
         return moved.keys()
@@ -703,7 +710,12 @@ class SyncEngine:
             # the library was listed (a row can slip between two pages), or
             # the server counts what it does not list (Plex's trash): its own
             # listing tells, and what it still disagrees by is the server's.
-            suspects = [show for show in shows if not _agrees(show, by_show[show.id], None)]
+            suspects: list[Show] = []
+            done = 0
+            for show in shows:
+                if not _agrees(show, by_show[show.id], None):
+                    suspects.append(show)
+                done = await _step(done, len(by_show[show.id]) + 1)
             repairs = await self._repairs(library.id, len(rows), suspects)
             gone: set[str] = set()  # since the library was listed
             for show, repaired in zip(suspects, repairs, strict=True):
