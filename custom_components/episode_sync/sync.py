@@ -722,12 +722,8 @@ class SyncEngine:
                 if repaired is None:
                     gone.add(show.id)
                     vanished.add(library.id)
-                    continue
-                by_show[show.id] = {
-                    row[At.ID]: _placed(row, library.id)
-                    for row in repaired
-                    if row[At.SHOW_ID] == show.id
-                }
+                else:
+                    by_show[show.id] = repaired
             old = mirror.libraries.get(library.id)
             old_shows: Mapping[str, ShowMirror] = old.shows if old is not None else {}
             new_shows: dict[str, ShowMirror] = {}
@@ -931,10 +927,8 @@ class SyncEngine:
         for show, rows in zip(suspects, repairs, strict=True):
             if rows is None:
                 gone.add(show.id)
-                continue
-            fresh[show.id] = {
-                row[At.ID]: _placed(row, library.id) for row in rows if row[At.SHOW_ID] == show.id
-            }
+            else:
+                fresh[show.id] = rows
 
         new_shows: dict[str, ShowMirror] = {}
         for show in shows:
@@ -961,22 +955,32 @@ class SyncEngine:
 
     async def _repairs(
         self, library_id: str, episodes: int, suspects: list[Show]
-    ) -> list[list[EpisodeRow] | None]:
-        """Each suspect show's episodes: re-listed one show at a time, or all at once.
+    ) -> list[dict[str, EpisodeRow] | None]:
+        """Each suspect show's episodes by id, placed in the library (None: gone).
 
-        One show costs one request; the library's paged listing (of about
-        ``episodes``) one per page. When more shows than that disagree (a
-        watch history imported, a season of every show marked watched), the
-        library is listed instead.
+        Re-listed one show at a time, or all at once: one show costs one
+        request; the library's paged listing (of about ``episodes``) one per
+        page. When more shows than that disagree (a watch history imported, a
+        season of every show marked watched), the library is listed instead.
         """
         pages = -(-episodes // self._backend.page_size)
+        listed: list[list[EpisodeRow] | None]
         if len(suspects) <= pages + 1:
-            return await self._gather(self._repair(library_id, show.id) for show in suspects)
-        rows_of: dict[str, list[EpisodeRow]] = {show.id: [] for show in suspects}
-        for row in await self._backend.episodes(library_id):
-            if (rows := rows_of.get(row[At.SHOW_ID])) is not None:
-                rows.append(row)
-        return [rows_of[show.id] for show in suspects]
+            listed = await self._gather(self._repair(library_id, show.id) for show in suspects)
+        else:
+            rows_of: dict[str, list[EpisodeRow]] = {show.id: [] for show in suspects}
+            for row in await self._backend.episodes(library_id):
+                if (rows := rows_of.get(row[At.SHOW_ID])) is not None:
+                    rows.append(row)
+            listed = [rows_of[show.id] for show in suspects]
+        return [
+            None
+            if rows is None
+            else {
+                row[At.ID]: _placed(row, library_id) for row in rows if row[At.SHOW_ID] == show.id
+            }
+            for show, rows in zip(suspects, listed, strict=True)
+        ]
 
     async def _repair(self, library_id: str, show_id: str) -> list[EpisodeRow] | None:
         """Re-list one show's episodes; None when the show is gone since it was listed."""
