@@ -194,6 +194,21 @@ async def test_plex_new_episode_arrives_without_a_poll(
     )
 
 
+async def _heard_while_held(
+    hass: HomeAssistant,
+    freezer: FrozenDateTimeFactory,
+    entry: MockConfigEntry,
+    sim: PlexSimulator,
+    held: Fault,
+) -> None:
+    """The client reads what was sent and the debounce ends; the pushed sync's first
+    request is held by ``held`` (``_settle`` would wait for the sync to finish)."""
+    await _read_all(entry, sim)
+    freezer.tick(timedelta(seconds=PLEX_COOLDOWN))
+    async_fire_time_changed(hass)
+    await _until(lambda: held.fired == 1, "the pushed sync's first request")
+
+
 async def test_a_pushed_sync_still_running_ends_with_the_entry(
     hass: HomeAssistant, plex_sim: PlexSimulator, freezer: FrozenDateTimeFactory
 ) -> None:
@@ -202,10 +217,7 @@ async def test_a_pushed_sync_still_running_ends_with_the_entry(
     await _connected(hass, freezer, entry, plex_sim)
     held = plex_sim.add_fault(Fault(kind="timeout", path="/library/sections", delay=0.3))
     plex_sim.model.add_episode(_first_show(plex_sim).id, 3, 1)
-    await _read_all(entry, plex_sim)
-    freezer.tick(timedelta(seconds=PLEX_COOLDOWN))
-    async_fire_time_changed(hass)
-    await _until(lambda: held.fired == 1, "the pushed sync's first request")
+    await _heard_while_held(hass, freezer, entry, plex_sim, held)
     assert await hass.config_entries.async_unload(entry.entry_id)
     await hass.async_block_till_done()
     assert _busy(hass) == []  # the sync waiting for its answer is gone with the entry
@@ -220,15 +232,9 @@ async def test_what_is_heard_during_a_pushed_sync_is_one_more_sync(
     await _connected(hass, freezer, entry, plex_sim)
     held = plex_sim.add_fault(Fault(kind="timeout", path="/library/sections", delay=60))
 
-    async def heard_then_debounced() -> None:
-        plex_sim.model.add_episode(_first_show(plex_sim).id, 7, plex_sim.push.frames_sent)
-        await _read_all(entry, plex_sim)
-        freezer.tick(timedelta(seconds=PLEX_COOLDOWN))
-        async_fire_time_changed(hass)
-        await _until(lambda: held.fired == 1, "the pushed sync's first request")
-
     for _ in range(4):  # the first starts the sync the server holds; three are heard during it
-        await heard_then_debounced()
+        plex_sim.model.add_episode(_first_show(plex_sim).id, 7, plex_sim.push.frames_sent)
+        await _heard_while_held(hass, freezer, entry, plex_sim, held)
     assert _syncs(plex_sim) == 1
     await _tick(hass, freezer, 60)  # the hold ends (the sync fails): one more, debounced
     await _tick(hass, freezer, PLEX_COOLDOWN)
