@@ -230,6 +230,27 @@ async def test_plex_episode_fields(plex_sim: PlexSimulator, session: aiohttp.Cli
     assert all(isinstance(key, str) for key in episodes)
 
 
+async def test_plex_episode_without_added_at(
+    plex_sim: PlexSimulator, session: aiohttp.ClientSession
+) -> None:
+    """One odd row without ``addedAt`` takes its ``updatedAt`` and fails nothing."""
+
+    def undated(payload: Any) -> Any:
+        first, second = payload["MediaContainer"]["Metadata"][:2]
+        del first["addedAt"]
+        del second["addedAt"], second["updatedAt"]
+        return payload
+
+    client = _plex(plex_sim, session)
+    library_id = (await client.libraries())[0].id
+    plex_sim.add_fault(Fault(kind="mutate", path="/all", mutate=undated))
+    first, second, third = episodes_of(await client.episodes(library_id))[:3]
+    model = {e.id: e for e in plex_sim.model.libraries[library_id].episodes()}
+    assert first.added_at == model[first.id].updated_at > 0
+    assert second.added_at == 0
+    assert third.added_at == model[third.id].added_at
+
+
 async def test_jellyfin_login_rules(
     jellyfin_sim: JellyfinSimulator, session: aiohttp.ClientSession
 ) -> None:

@@ -351,7 +351,10 @@ async def _episodes(rows: list[dict[str, Any]], library_id: str) -> list[Episode
                     # "YYYY-MM-DD", sometimes with " HH:MM:SS" (docs: plex §5).
                     air_date=str(air)[:10] if air else None,
                     air_time=(str(air)[11:16] or None) if air else None,
-                    added_at=int(row["addedAt"]),
+                    # Always sent in practice; a row without it falls back to its
+                    # ``updatedAt`` (never earlier than the add) rather than failing
+                    # every sync of the library for one odd item.
+                    added_at=to_int(row.get("addedAt")) or to_int(row.get("updatedAt"), 0) or 0,
                     watched=(to_int(row.get("viewCount"), 0) or 0) > 0,
                     updated_at=to_int(row.get("updatedAt")),
                     thumb=row.get("thumb"),
