@@ -406,6 +406,18 @@ async def test_an_episode_replaced_a_sync_later_is_a_rekey_not_new() -> None:
     assert old.id not in harness.mirror.removed
 
 
+async def test_an_empty_library_gone_from_the_server_leaves_the_mirror() -> None:
+    backend = make_backend()
+    backend.libraries_list.append(Library(id="2", title="Empty", marker="m2"))
+    harness = Harness(backend, library_ids=["1", "2"])
+    await harness.sync()
+    assert set(harness.mirror.libraries) == {"1", "2"}
+    backend.libraries_list.pop()
+    result = await harness.sync()
+    assert result.mirror_changed
+    assert set(harness.mirror.libraries) == {"1"}
+
+
 async def test_only_the_latest_removals_are_remembered(monkeypatch: pytest.MonkeyPatch) -> None:
     """At most ``REMOVED_MEMORY`` of them, or as many as the mirror held."""
     monkeypatch.setattr(sync_module, "REMOVED_MEMORY", 3)

@@ -792,6 +792,7 @@ class SyncEngine:
             for show in libraries.pop(library_id).shows.values():
                 builder.drop(show)
             markers.pop(library_id, None)
+            builder.structure_changed = True  # even a library without shows
 
         async def listed_shows(library_id: str) -> list[Show] | None:
             try:
