@@ -373,9 +373,10 @@ async def test_trash_counted_in_leaf_count_is_no_news_when_its_show_changes(
 ) -> None:
     """A show whose ``leafCount`` counts a trashed episode keeps that mismatch (docs: plex §9.3(b)).
 
-    Once a full sync has seen it, a change to that very show is repaired
-    incrementally: the same mismatch after the repair is the server's, not an
-    inconsistency worth a full sync.
+    Once a full sync has seen it, an edit in that very show is taken from the
+    delta alone, and a re-key there (one id gone, one new: counts that agree
+    only without the trash) is repaired incrementally: the same mismatch
+    after the repair is the server's, not an inconsistency worth a full sync.
     """
     plex_sim.auto_empty_trash = False
     plex_sim.trash_counts_in_leaf_count = True
@@ -383,7 +384,7 @@ async def test_trash_counted_in_leaf_count_is_no_news_when_its_show_changes(
     await setup_entry(hass, entry)
     section = tv_library_ids(plex_sim.model)[0]
     show = next(iter(plex_sim.model.libraries[section].shows.values()))
-    first, second = list(show.episodes)[:2]
+    first, second, third = list(show.episodes)[:3]
     plex_sim.delete_file(first)
     plex_sim.clear_log()
     await hass.services.async_call(DOMAIN, "force_full_sync", blocking=True)
@@ -394,10 +395,22 @@ async def test_trash_counted_in_leaf_count_is_no_news_when_its_show_changes(
     plex_sim.clear_log()
     await next_poll(hass, freezer)
     assert state_of(hass, entry, "sensor", "sync_mode") == "incremental"
-    assert plex_sim.count("/allLeaves") == 1  # the show's repair, and no full listing after it
+    assert plex_sim.count("/allLeaves") == 0  # the delta says it all
     assert plex_sim.count(f"/library/sections/{section}/all") == 2  # shows and delta
     library = entry.runtime_data.coordinator.mirror.libraries[section]
     assert library.shows[show.id].rows[second][At.TITLE] == "Edited"
+
+    events = async_capture_events(hass, EVENT_NEW_EPISODE)
+    rekeyed = plex_sim.model.rekey_episode(third)
+    plex_sim.clear_log()
+    await next_poll(hass, freezer)
+    assert state_of(hass, entry, "sensor", "sync_mode") == "incremental"
+    assert plex_sim.count("/allLeaves") == 1  # the show's repair, and no full listing after it
+    assert plex_sim.count(f"/library/sections/{section}/all") == 2  # shows and delta
+    rows = entry.runtime_data.coordinator.mirror.libraries[section].shows[show.id].rows
+    assert third not in rows
+    assert rekeyed.id in rows
+    assert events == []
     assert state_of(hass, entry, "sensor", "episodes") == "99"
 
 

@@ -1137,7 +1137,9 @@ def _agrees(show: Show, fresh: Mapping[str, EpisodeRow] | None, old: ShowMirror 
     saw and kept (a Plex server that counts trashed episodes in ``leafCount``),
     so re-fetching the show on every sync would change nothing (docs: plex
     §9.3(b), "store the server's leafCount, so that a persistent mismatch such
-    as trash does not trigger a sweep on every poll").
+    as trash does not trigger a sweep on every poll"). Once the show moved,
+    that kept mismatch still holds: counts that agree only without it hide a
+    removal (an episode re-keyed or deleted beside the trashed one).
 
     A show whose latest view moved disagrees whatever its counts: one episode
     watched and another unwatched leave them as they were (docs: plex
@@ -1165,7 +1167,8 @@ def _agrees(show: Show, fresh: Mapping[str, EpisodeRow] | None, old: ShowMirror 
         counts = (len(old.rows), old.watched)
     else:
         counts = (0, 0)
-    return counts == (show.episode_count, show.watched_count)
+    known = old.mismatch if old is not None else (0, 0)
+    return (counts[0] + known[0], counts[1] + known[1]) == (show.episode_count, show.watched_count)
 
 
 def _reusing(
