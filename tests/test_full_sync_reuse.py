@@ -24,6 +24,7 @@ from custom_components.episode_sync.api.paging import Page, fetch_all, reuse_ite
 from custom_components.episode_sync.api.plex import PlexClient
 from custom_components.episode_sync.const import DOMAIN
 from custom_components.episode_sync.store import (
+    LIBRARY_MINOR_VERSION,
     _rows_to_strings,
     async_decode_mirror,
     decode_mirror,
@@ -108,7 +109,7 @@ async def test_layout_1_1_is_migrated_on_load(
     await setup_entry(hass, entry)
     key = f"{DOMAIN}.{entry.entry_id}.library"
     stored = hass_storage[key]
-    assert stored["minor_version"] == 2
+    assert stored["minor_version"] == LIBRARY_MINOR_VERSION
     for library in stored["data"]["libraries"]:
         for show in library["shows"]:
             del show[6:]  # written before a show's lastViewedAt was kept
@@ -125,8 +126,14 @@ async def test_layout_1_1_is_migrated_on_load(
 
     assert state_of(hass, entry, "sensor", "sync_mode") == "incremental"
     assert [r.path for r in plex_sim.requests] == ["/", "/library/sections"]
-    assert hass_storage[key]["minor_version"] == 2
+    assert hass_storage[key]["minor_version"] == LIBRARY_MINOR_VERSION
     assert decode_mirror(hass_storage[key]["data"]) == synced
+
+
+def test_removals_stored_before_their_show_title_load_without_one() -> None:
+    """Layout 1.2 remembered a removal without its show's title: it matches by show id only."""
+    data = {"server_id": "srv", "libraries": [], "removed": {"e1": [5, 6.0, "s1", 1, 2]}}
+    assert decode_mirror(data).removed == {"e1": (5, 6.0, "s1", 1, 2, "")}
 
 
 def _large_mirror(shows: int, episodes: int) -> Mirror:

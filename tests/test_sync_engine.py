@@ -365,7 +365,7 @@ async def test_an_episode_back_under_its_id_is_restored_not_new(trusts_added_at:
     result = await harness.sync()
     assert [e.id for e in episodes_of(result.removed)] == [gone.id]
     assert harness.mirror.removed == {
-        gone.id: (gone.added_at, harness.now, gone.show_id, gone.season, gone.number)
+        gone.id: (gone.added_at, harness.now, gone.show_id, gone.season, gone.number, "show 1")
     }
 
     backend.bump()
@@ -404,6 +404,36 @@ async def test_an_episode_replaced_a_sync_later_is_a_rekey_not_new() -> None:
     stored = {e.id: e for _, _, e in harness.mirror.episodes()}
     assert stored["better-file"].added_at == old.added_at
     assert old.id not in harness.mirror.removed
+
+
+@pytest.mark.parametrize("trusts_added_at", [True, False])
+async def test_a_show_back_under_new_ids_a_sync_later_is_no_news(trusts_added_at: bool) -> None:
+    """Removed at one scan, added back at the next (new show and episode ids): matched by
+    its title, season and number, like a show re-keyed within one sync."""
+    backend = make_backend(trusts_added_at=trusts_added_at)
+    harness = Harness(backend)
+    await harness.sync()
+    first_seen = {
+        e.number: e.added_at for _, _, e in harness.mirror.episodes() if e.show_id == "s1"
+    }
+    backend.bump()
+    gone = backend.shows_by_library["1"].pop(1)
+    episodes = backend.episodes_by_show.pop(gone.id)
+    assert len((await harness.sync()).removed) == 4
+    backend.bump()
+    backend.shows_by_library["1"].append(replace(gone, id="back", title="SHOW 1"))
+    for episode in episodes[:3]:
+        backend.add("back", f"back-{episode.number}", 1, episode.number or 0)
+    backend.add("back", "truly-new", 1, 9)
+    # Another show new to the mirror with a number still remembered is news.
+    backend.shows_by_library["1"].append(replace(gone, id="other", title="Other"))
+    backend.add("other", "other-4", 1, 4)
+    result = await harness.sync()
+    assert sorted(e.id for e in episodes_of(result.new_episodes)) == ["other-4", "truly-new"]
+    assert (result.rekeyed, result.updated) == (3, 3)
+    back = {e.number: e.added_at for _, _, e in harness.mirror.episodes() if e.show_id == "back"}
+    assert {n: back[n] for n in (1, 2, 3)} == {n: first_seen[n] for n in (1, 2, 3)}
+    assert sorted(harness.mirror.removed) == [episodes[3].id]  # the fourth is still away
 
 
 async def test_an_empty_library_gone_from_the_server_leaves_the_mirror() -> None:

@@ -301,6 +301,51 @@ async def test_rekeyed_episode_is_not_new(
     )
 
 
+async def test_show_removed_and_back_under_new_ids_a_restart_later_is_not_new(
+    hass: HomeAssistant,
+    plex_sim: PlexSimulator,
+    freezer: FrozenDateTimeFactory,
+    hass_storage: dict[str, Any],
+) -> None:
+    """A show removed at one scan and added back at a later one gets new ratingKeys.
+
+    The stored removals remember its title: its episodes are updates that keep
+    their ``added_at``, across a restart, and no event fires.
+    """
+    entry = plex_entry(plex_sim)
+    await setup_entry(hass, entry)
+    events = async_capture_events(hass, EVENT_NEW_EPISODE)
+    library_ids = tv_library_ids(plex_sim.model)
+    show = next(iter(plex_sim.model.libraries[library_ids[0]].shows.values()))
+    episodes = list(show.episodes.values())
+    plex_sim.model.remove_show(show.id)
+    await next_poll(hass, freezer)
+    assert not any(
+        e.show_id == show.id for _, _, e in stored_mirror(hass_storage, entry).episodes()
+    )
+    assert await hass.config_entries.async_reload(entry.entry_id)
+    await hass.async_block_till_done()
+
+    back = plex_sim.model.add_show(show.library_id, show.title)
+    for episode in episodes:
+        plex_sim.model.add_episode(back.id, episode.season, episode.number, title=episode.title)
+    await next_poll(hass, freezer)
+
+    assert events == []
+    assert state_of(hass, entry, "sensor", "new_episodes") == "0"
+    stored = {
+        (e.season, e.number): e
+        for _, _, e in stored_mirror(hass_storage, entry).episodes()
+        if e.show_id == back.id
+    }
+    assert {k: e.added_at for k, e in stored.items()} == {
+        (e.season, e.number): e.added_at for e in episodes
+    }
+    assert mirror_rows(stored_mirror(hass_storage, entry)) == model_rows(
+        plex_sim.model, library_ids
+    )
+
+
 async def test_force_full_sync_action_and_button(
     hass: HomeAssistant, plex_sim: PlexSimulator, freezer: FrozenDateTimeFactory
 ) -> None:

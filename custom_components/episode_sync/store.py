@@ -42,10 +42,11 @@ from .sync import YIELD_EVERY, LibraryMirror, Mirror, ShowMirror, SyncState
 
 STATUS_VERSION = 1
 LIBRARY_VERSION = 1
-#: 2: each show's rows are one JSON string (1: a JSON list). A minor bump, so
-#: an older release reads the file as unreadable and rebuilds it with a full
-#: sync instead of refusing to set up.
-LIBRARY_MINOR_VERSION = 2
+#: 2: each show's rows are one JSON string (1: a JSON list). 3: each removal
+#: remembered carries its show's title (2: without; read as unknown). Minor
+#: bumps, so an older release reads the file as unreadable and rebuilds it
+#: with a full sync instead of refusing to set up.
+LIBRARY_MINOR_VERSION = 3
 
 # Positions in an episode's stored list. Append only: a new field goes at the
 # end and older lists are read with it missing.
@@ -288,10 +289,18 @@ def _decode(data: Mapping[str, Any]) -> Generator[None, None, Mirror]:
                 id=library_id, title=str(lib["title"]), shows=shows
             )
         server_id = data["server_id"]
-        # Absent from files written before episodes removed lately were kept.
+        # Absent from files written before episodes removed lately were kept;
+        # the show's title from layout 1.3 on.
         removed = {
-            str(eid): (int(added_at), float(removed_at), str(show_id), season, number)
-            for eid, (added_at, removed_at, show_id, season, number) in data.get(
+            str(eid): (
+                int(added_at),
+                float(removed_at),
+                str(show_id),
+                season,
+                number,
+                str(title[0]) if title else "",
+            )
+            for eid, (added_at, removed_at, show_id, season, number, *title) in data.get(
                 "removed", {}
             ).items()
         }

@@ -67,15 +67,18 @@ YIELD_EVERY = 2000
 #: share that was offline, Plex's trash restored, a file put back: Jellyfin's
 #: item id is a hash of its path, LibraryManager.GetNewItemIdInternal), or
 #: under a new id in the same show, season and number (a file replaced by a
-#: better one a sync later), is the episode it was: it keeps its ``added_at``
-#: and is not announced again.
+#: better one a sync later), or in a show new to the mirror under the title,
+#: season and number of one removed lately (a show removed and added back a
+#: scan later, which gives it and its episodes new ids), is the episode it
+#: was: it keeps its ``added_at`` and is not announced again.
 REMOVED_FOR = 30 * 86_400.0
 REMOVED_MEMORY = 20_000
 
 #: A removed episode as the mirror remembers it: its ``added_at``, when it was
-#: removed (local clock), and its show id, season and number. A plain tuple,
-#: like ``EpisodeRow``, so the garbage collector does not track it.
-type Removal = tuple[int, float, str, int | None, int | None]
+#: removed (local clock), its show id, season and number, and its show's title
+#: casefolded. A plain tuple, like ``EpisodeRow``, so the garbage collector
+#: does not track it.
+type Removal = tuple[int, float, str, int | None, int | None, str]
 
 #: Markers can miss watch-state changes (Plex does not bump contentChangedAt
 #: for them), so each library's shows are re-listed at least this often.
@@ -358,7 +361,8 @@ class _Builder:
       or a rebuilt database gives every show and episode a new id, and that
       must not announce the whole library as new;
     - so is an episode that comes back under the id, or in the show, season
-      and number, of one removed lately (``Mirror.removed``);
+      and number, of one removed lately (``Mirror.removed``), or in a show
+      new to the mirror under the show title, season and number of one;
     - so is an id removed from one show and added to another in one sync
       (shows merged, a show moved to another library: ``settle``);
     - when the server's "added" date cannot be trusted (Jellyfin's
@@ -381,8 +385,12 @@ class _Builder:
         self.removed_lately = removed_lately
         #: Episodes back from ``removed_lately``: id -> library id.
         self.restored: dict[str, str] = {}
-        #: (show id, season, number) -> id of ``removed_lately``, when first needed.
+        #: (show id, season, number) and (show title casefolded, season,
+        #: number) -> id of ``removed_lately``, when first needed.
         self._removed_slots: dict[tuple[str, int | None, int], str] | None = None
+        self._removed_titled: dict[tuple[str, int | None, int], str] | None = None
+        #: The casefolded titles of the shows this sync removes episodes from.
+        self._removed_from: dict[str, str] = {}
         self.trusts_added_at = trusts_added_at
         #: "Now" for an episode first seen, when the server's own date is not trusted.
         self.seen_at = seen_at
@@ -427,7 +435,8 @@ class _Builder:
                 self.rekeyed += 1
                 self.updated[show.library_id] += 1
                 continue
-            if (back := self._removed_lately_as(fetched)) is not None:
+            back = self._removed_lately_as(fetched, show.title if old is None else None)
+            if back is not None:
                 rows[episode_id] = _added_at(fetched, self.removed_lately[back][0])
                 self.restored[back] = show.library_id
                 if back != episode_id:
@@ -440,6 +449,8 @@ class _Builder:
         if len(self.added) > added_before:
             self._added_to.append(rows)
         self.removed.extend(gone.values())
+        if gone and old is not None:
+            self._removed_from[show.id] = old.show.title.casefold()
         if old is None and rows:
             self._new_shows.append((show.title, rows))
         return ShowMirror.build(show, rows)
@@ -448,6 +459,7 @@ class _Builder:
         """Record a show that is gone from the server."""
         self.structure_changed = True
         self.removed.extend(old.rows.values())
+        self._removed_from[old.show.id] = old.show.title.casefold()
         self._gone_shows.append(old)
 
     async def settle(self) -> None:
@@ -524,21 +536,30 @@ class _Builder:
         self.restored = {eid: lid for eid, lid in self.restored.items() if lid != library_id}
         self.updated.pop(library_id, None)
 
-    def _removed_lately_as(self, row: EpisodeRow) -> str | None:
-        """The id of the episode removed lately that ``row`` brings back, if any."""
+    def _removed_lately_as(self, row: EpisodeRow, new_show_title: str | None) -> str | None:
+        """The id of the episode removed lately that ``row`` brings back, if any.
+
+        ``new_show_title`` is the title of the row's show when that show is
+        new to the mirror: then a removal of its title matches too.
+        """
         if not self.removed_lately:
             return None
         if row[At.ID] in self.removed_lately:
             return row[At.ID]
         if (number := row[At.NUMBER]) is None:
             return None
-        if self._removed_slots is None:  # built once, on the first new episode
-            self._removed_slots = {
-                (show_id, season, n): eid
-                for eid, (_, _, show_id, season, n) in self.removed_lately.items()
-                if n is not None and eid not in self.restored
-            }
+        if self._removed_slots is None or self._removed_titled is None:
+            # Built once, on the first new episode.
+            self._removed_slots, self._removed_titled = {}, {}
+            for eid, (_, _, show_id, season, n, title) in self.removed_lately.items():
+                if n is not None and eid not in self.restored:
+                    self._removed_slots[(show_id, season, n)] = eid
+                    if title:
+                        self._removed_titled[(title, season, n)] = eid
         back = self._removed_slots.pop((row[At.SHOW_ID], row[At.SEASON], number), None)
+        if back is None and new_show_title is not None:
+            key = (new_show_title.casefold(), row[At.SEASON], number)
+            back = self._removed_titled.pop(key, None)
         return back if back not in self.restored else None
 
     def removed_lately_after(self, now: float, keep: int) -> dict[str, Removal]:
@@ -550,7 +571,17 @@ class _Builder:
             eid: lately for eid, lately in self.removed_lately.items() if eid not in self.restored
         }
         kept.update(
-            (row[At.ID], (row[At.ADDED_AT], now, row[At.SHOW_ID], row[At.SEASON], row[At.NUMBER]))
+            (
+                row[At.ID],
+                (
+                    row[At.ADDED_AT],
+                    now,
+                    row[At.SHOW_ID],
+                    row[At.SEASON],
+                    row[At.NUMBER],
+                    self._removed_from.get(row[At.SHOW_ID], ""),
+                ),
+            )
             for row in self.removed
         )
         if len(kept) > keep:  # the dict's order is the order of removal
