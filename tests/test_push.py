@@ -437,6 +437,40 @@ async def test_plex_backoff_and_polling_interval(
     assert coordinator.update_interval == timedelta(minutes=60)
 
 
+async def test_a_failed_pushed_sync_is_retried_at_the_usual_interval(
+    hass: HomeAssistant, plex_sim: PlexSimulator, freezer: FrozenDateTimeFactory
+) -> None:
+    """The socket stays up while a sync fails: the retry is a scan_interval away, not the
+    slow one push allows, and the slow one is back once a sync succeeds."""
+    entry = plex_entry(plex_sim, push_updates=True, scan_interval=10, push_scan_interval=60)
+    await _connected(hass, freezer, entry, plex_sim)
+    coordinator = entry.runtime_data.coordinator
+    plex_sim.add_fault(Fault(kind="status", path="/library/sections", status=500))
+    plex_sim.model.add_episode(_first_show(plex_sim).id, 3, 1, title="Pushed")
+    await _settle(hass, freezer, entry, plex_sim)
+    assert _syncs(plex_sim) == 1
+    assert state_of(hass, entry, "sensor", "episodes") == "unavailable"
+    assert coordinator.update_interval == timedelta(minutes=10)
+    await _tick(hass, freezer, 590)  # Home Assistant polls up to a second early
+    assert _syncs(plex_sim) == 1
+    await _tick(hass, freezer, 10)
+    assert _syncs(plex_sim) == 2
+    assert state_of(hass, entry, "sensor", "episodes") == "101"
+    assert coordinator.update_interval == timedelta(minutes=60)
+
+    # A socket that drops and comes back after a failed sync leaves the retry near too.
+    plex_sim.add_fault(Fault(kind="status", path="/library/sections", status=500))
+    plex_sim.model.add_episode(_first_show(plex_sim).id, 3, 2, title="Pushed again")
+    await _settle(hass, freezer, entry, plex_sim)
+    assert _syncs(plex_sim) == 3
+    assert coordinator.update_interval == timedelta(minutes=10)
+    await plex_sim.push.disconnect()
+    await _until(lambda: not _listener(entry).connected, "socket closed")
+    await _tick(hass, freezer, RECONNECT_DELAYS[0])
+    await _until(lambda: _listener(entry).connected, "reconnected")
+    assert coordinator.update_interval == timedelta(minutes=10)
+
+
 async def test_plex_refused_token_starts_reauth(
     hass: HomeAssistant,
     plex_sim: PlexSimulator,
@@ -464,6 +498,26 @@ async def test_plex_refused_token_starts_reauth(
     assert not _listener(entry).connected
     assert old_token not in caplog.text
     assert plex_sim.token not in caplog.text
+
+
+async def test_no_polls_while_a_reauth_is_pending_and_the_socket_is_down(
+    hass: HomeAssistant, plex_sim: PlexSimulator, freezer: FrozenDateTimeFactory
+) -> None:
+    """A poll refused the token (reauth started, polling stopped); the socket then drops
+    and cannot come back: polling stays stopped rather than sending the token again."""
+    entry = plex_entry(plex_sim, push_updates=True, scan_interval=10, push_scan_interval=60)
+    await _connected(hass, freezer, entry, plex_sim)
+    plex_sim.rotate_token()
+    await _tick(hass, freezer, 3600)
+    await hass.async_block_till_done()
+    assert [f["context"]["source"] for f in hass.config_entries.flow.async_progress()] == ["reauth"]
+    assert _syncs(plex_sim) == 1
+    plex_sim.add_fault(Fault(kind="status", path=PLEX_SOCKET, status=503, times=-1))
+    await plex_sim.push.disconnect()
+    await _until(lambda: not _listener(entry).connected, "socket closed")
+    for _ in range(3):
+        await _tick(hass, freezer, 600)
+    assert _syncs(plex_sim) == 1
 
 
 async def test_push_off_opens_no_socket(

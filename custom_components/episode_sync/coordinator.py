@@ -21,7 +21,7 @@ from homeassistant.core import CALLBACK_TYPE, Event, HomeAssistant, callback
 from homeassistant.exceptions import ConfigEntryAuthFailed, ConfigEntryError, HomeAssistantError
 from homeassistant.helpers import device_registry as dr, issue_registry as ir
 from homeassistant.helpers.start import async_at_started
-from homeassistant.helpers.update_coordinator import DataUpdateCoordinator
+from homeassistant.helpers.update_coordinator import DataUpdateCoordinator, UpdateFailed
 from homeassistant.util import dt as dt_util
 
 from .api.errors import (
@@ -204,17 +204,20 @@ class EpisodeSyncCoordinator(DataUpdateCoordinator[SyncSnapshot]):
     ) -> None:
         """Bind the coordinator to an entry, its client and its store."""
         options = entry.options
+        scan_interval = timedelta(minutes=option(options, CONF_SCAN_INTERVAL))
         super().__init__(
             hass,
             LOGGER,
             config_entry=entry,
             name=f"{DOMAIN} {entry.title}",
-            update_interval=timedelta(minutes=option(options, CONF_SCAN_INTERVAL)),
+            update_interval=scan_interval,
             always_update=False,
         )
         self.client = client
         self.store = store
         self.server = server
+        #: The polling interval asked for (push connected: the slow one), and the usual one.
+        self._interval = self._scan_interval = scan_interval
         self.engine = SyncEngine(
             client,
             server_id=server.server_id,
@@ -351,15 +354,38 @@ class EpisodeSyncCoordinator(DataUpdateCoordinator[SyncSnapshot]):
             )
 
     def set_update_interval(self, interval: timedelta) -> None:
-        """Poll at a new interval from now on (push connected or not)."""
-        if interval != self.update_interval:
-            self.update_interval = interval
-            self._schedule_refresh()
+        """Poll at a new interval from now on (push connected or not).
+
+        Not while a reauth is pending: Home Assistant stopped polling then.
+        """
+        self._interval = interval
+        wanted = self._next_interval(failed=not self.last_update_success)
+        if wanted != self.update_interval:
+            self.update_interval = wanted
+            if self.last_update_success or not isinstance(
+                self.last_exception, ConfigEntryAuthFailed
+            ):
+                self._schedule_refresh()
+
+    def _next_interval(self, *, failed: bool) -> timedelta:
+        """The interval to the next poll: never push's slow one after a failed sync.
+
+        The socket can stay up while the server fails syncs (a scan holding
+        its database, a proxy's 502); the last good values would otherwise
+        stay unavailable until the slow safety-net poll.
+        """
+        return min(self._interval, self._scan_interval) if failed else self._interval
 
     async def _async_update_data(self) -> SyncSnapshot:
         """Sync, persist, then announce; one sync at a time."""
         async with self._sync_lock:
-            return await self._sync()
+            try:
+                snapshot = await self._sync()
+            except UpdateFailed:
+                self.update_interval = self._next_interval(failed=True)
+                raise
+            self.update_interval = self._next_interval(failed=False)
+            return snapshot
 
     async def _sync(self) -> SyncSnapshot:
         """Sync, persist, then announce; map every client error in this one place."""
