@@ -18,7 +18,8 @@ from unittest.mock import patch
 
 from freezegun.api import FrozenDateTimeFactory
 from homeassistant.config_entries import ConfigEntryState
-from homeassistant.core import HomeAssistant
+from homeassistant.const import EVENT_HOMEASSISTANT_STARTED
+from homeassistant.core import CoreState, HomeAssistant
 from homeassistant.exceptions import HomeAssistantError
 from homeassistant.helpers import issue_registry as ir, storage
 from homeassistant.util.file import WriteError
@@ -126,6 +127,40 @@ def _slow_disk(entry: MockConfigEntry) -> Iterator[tuple[asyncio.Event, asyncio.
 
     with patch.object(storage.Store, "_async_write_data", new=slow_disk):
         yield writing, disk_done
+
+
+async def test_home_assistant_started_while_a_boot_sync_is_written(
+    hass: HomeAssistant, plex_sim: PlexSimulator, hass_storage: dict[str, Any]
+) -> None:
+    """Found at boot and still being written when Home Assistant has started: announced
+    once the commit is done, from the mirror it is in (its show's title, the keyword
+    filter), and owed no more, so that a restart announces nothing again."""
+    entry = plex_entry(plex_sim, exclude_keywords="secret")
+    await setup_entry(hass, entry)
+    assert await hass.config_entries.async_unload(entry.entry_id)
+    events = async_capture_events(hass, EVENT_NEW_EPISODE)
+    hass.set_state(CoreState.starting)
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    await hass.async_block_till_done()
+    library = tv_library_ids(plex_sim.model)[0]
+    show = next(iter(plex_sim.model.libraries[library].shows.values()))
+    added = plex_sim.model.add_episode(show.id, 30, 1, title="Found at boot")
+    plex_sim.model.add_episode(plex_sim.model.add_show(library, "Secret Show").id, 1, 1)
+
+    with _slow_disk(entry) as (writing, disk_done):
+        task = hass.async_create_task(entry.runtime_data.coordinator.async_refresh())
+        await writing.wait()
+        hass.set_state(CoreState.running)
+        hass.bus.async_fire(EVENT_HOMEASSISTANT_STARTED)
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert events == []
+        disk_done.set()
+        await task
+        await hass.async_block_till_done()
+
+    assert [(e.data["episode_id"], e.data["show"]) for e in events] == [(added.id, show.title)]
+    assert hass_storage[_keys(entry)["status"]]["data"]["owed"]["unannounced"] == []
 
 
 async def test_a_poll_cancelled_while_the_mirror_is_written_finishes_the_commit(

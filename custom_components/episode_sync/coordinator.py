@@ -291,12 +291,15 @@ class EpisodeSyncCoordinator(DataUpdateCoordinator[SyncSnapshot]):
             found, self._unannounced = self._unannounced, None
             if found:
                 self._announce(found)
-                # Announced: no longer owed (a restart must not announce them again).
-                self.config_entry.async_create_task(
-                    hass, self.store.async_save_owed(self.owed), "episode_sync announced"
-                )
+                self._announced()
 
         self.config_entry.async_on_unload(async_at_started(self.hass, start))
+
+    def _announced(self) -> None:
+        """Episodes saved as unannounced are announced: save that (a restart must not again)."""
+        self.config_entry.async_create_task(
+            self.hass, self.store.async_save_owed(self.owed), "episode_sync announced"
+        )
 
     @property
     def owed(self) -> Owed:
@@ -438,14 +441,16 @@ class EpisodeSyncCoordinator(DataUpdateCoordinator[SyncSnapshot]):
     async def _commit(self, result: SyncResult) -> None:
         """Persist a sync's result, then take it on and announce what it found."""
         new = result.new_episodes
-        if (waiting := self._unannounced) is not None:
-            waiting.extend(new)  # owed, and saved so, until Home Assistant has started
         self._report_delta_failures(result)  # counted in what is owed, saved next
+        owed = self._owed(Owed())  # what this sync took on is done once this is saved
+        if self._unannounced is not None:
+            # Owed, and saved so, until Home Assistant has started.
+            owed.unannounced.update(row[At.ID] for row in new)
         await self.store.async_save(
             result.state,
             _summary(result),
             result.mirror if result.mirror_changed else None,
-            self._owed(Owed()),  # what this sync took on is done once this is saved
+            owed,
         )
         self._taken = Owed()
         previous = self.mirror
@@ -461,8 +466,14 @@ class EpisodeSyncCoordinator(DataUpdateCoordinator[SyncSnapshot]):
             result.duration,
         )
         self._report_libraries(result, previous)
-        if new and waiting is None:
+        # Held until now, not only until the start: announced from the mirror
+        # they are in, even when Home Assistant started while this was saved.
+        if (waiting := self._unannounced) is not None:
+            waiting.extend(new)
+        elif new:
             self._announce(new)
+            if owed.unannounced:  # saved as owed: Home Assistant started meanwhile
+                self._announced()
 
     def _give_back(self) -> None:
         """What the running sync took on is owed again (it commits nothing)."""
