@@ -45,6 +45,7 @@ from tests.helpers import (
     state_of,
     stored_mirror,
     tv_library_ids,
+    wait_until,
 )
 from tests.simulator.common import Fault
 from tests.simulator.jellyfin import JellyfinSimulator
@@ -331,6 +332,24 @@ async def test_force_full_sync_of_every_server_goes_on_past_one_that_fails(
     assert err.value.translation_key == "full_sync_failed"
     assert state_of(hass, jellyfin, "sensor", "sync_mode") == "full"
     assert jellyfin_sim.count("/Items") >= 2  # synced although Plex failed
+
+
+async def test_force_full_sync_of_every_server_skips_one_unloaded_meanwhile(
+    hass: HomeAssistant, plex_sim: PlexSimulator, jellyfin_sim: JellyfinSimulator
+) -> None:
+    """Jellyfin's entry unloads (a reload) while Plex's full sync runs: the action ends well."""
+    plex, jellyfin = await _both_servers(hass, plex_sim, jellyfin_sim)
+    plex_sim.latency = 0.2  # each answer, once logged
+    plex_sim.clear_log()
+    call = hass.async_create_task(
+        hass.services.async_call(DOMAIN, "force_full_sync", {}, blocking=True)
+    )
+    await wait_until(lambda: plex_sim.count("/library/sections") == 1)
+    assert await hass.config_entries.async_unload(jellyfin.entry_id)
+    jellyfin_sim.clear_log()
+    await call
+    assert state_of(hass, plex, "sensor", "sync_mode") == "full"
+    assert jellyfin_sim.requests == []
 
 
 async def test_a_reload_keeps_the_look_a_push_message_asked_for(

@@ -129,6 +129,34 @@ def _slow_disk(entry: MockConfigEntry) -> Iterator[tuple[asyncio.Event, asyncio.
         yield writing, disk_done
 
 
+async def test_a_forced_full_sync_whose_script_is_stopped_runs_to_its_end(
+    hass: HomeAssistant, plex_sim: PlexSimulator
+) -> None:
+    """A script stopped while its ``force_full_sync`` is written (``mode: restart``): the
+    sync commits, and the entities show it rather than a failure."""
+    entry = plex_entry(plex_sim)
+    await setup_entry(hass, entry)
+    events = async_capture_events(hass, EVENT_NEW_EPISODE)
+    show = next(iter(plex_sim.model.libraries[tv_library_ids(plex_sim.model)[0]].shows.values()))
+    added = plex_sim.model.add_episode(show.id, 9, 1)
+
+    with _slow_disk(entry) as (writing, disk_done):
+        call = hass.async_create_task(
+            hass.services.async_call(DOMAIN, "force_full_sync", {}, blocking=True)
+        )
+        await writing.wait()
+        call.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await call
+        disk_done.set()
+        await hass.async_block_till_done()
+
+    assert [e.data["episode_id"] for e in events] == [added.id]
+    assert state_of(hass, entry, "sensor", "episodes") == "101"
+    assert state_of(hass, entry, "sensor", "sync_mode") == "full"
+    assert state_of(hass, entry, "event", "new_episode") != "unavailable"
+
+
 async def test_home_assistant_started_while_a_boot_sync_is_written(
     hass: HomeAssistant, plex_sim: PlexSimulator, hass_storage: dict[str, Any]
 ) -> None:

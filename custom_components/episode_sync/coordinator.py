@@ -346,9 +346,13 @@ class EpisodeSyncCoordinator(DataUpdateCoordinator[SyncSnapshot]):
         """Run a full sync now (action and button); say so when it could not run.
 
         The full sync stays owed: the next sync that reaches the server runs it.
+        Shielded: a script stopped meanwhile (``mode: restart``) cancels its
+        wait, not the sync, which would commit yet be recorded as failed.
         """
         self._force_full = True
-        await self.async_refresh()
+        await asyncio.shield(
+            self.hass.async_create_task(self.async_refresh(), "episode_sync full sync")
+        )
         if not self.last_update_success:
             raise HomeAssistantError(
                 translation_domain=DOMAIN,

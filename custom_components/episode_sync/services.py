@@ -63,6 +63,8 @@ async def _force_full_sync(call: ServiceCall) -> None:
     """Run a full sync of each entry; a server that cannot be synced does not stop the others."""
     failed: list[HomeAssistantError] = []
     for entry in _entries(call.hass, call):
+        if entry.state is not ConfigEntryState.LOADED:
+            continue  # unloaded (a reload) while another entry synced
         try:
             await entry.runtime_data.coordinator.async_force_full_sync()
         except HomeAssistantError as err:
