@@ -759,6 +759,32 @@ async def test_episodes_added_while_home_assistant_was_down_are_announced_once_s
     assert len(events) == 2  # and later ones as they are found
 
 
+async def test_episodes_found_at_boot_are_announced_as_mirrored_at_the_start(
+    hass: HomeAssistant, plex_sim: PlexSimulator
+) -> None:
+    """Renamed or removed by a sync before Home Assistant has started: announced as they
+    are then, or not at all."""
+    entry = plex_entry(plex_sim)
+    await setup_entry(hass, entry)
+    assert await hass.config_entries.async_unload(entry.entry_id)
+    show = _first_show(plex_sim).id
+    renamed = plex_sim.model.add_episode(show, 30, 1, title="While away")
+    removed = plex_sim.model.add_episode(show, 30, 2)
+    events = async_capture_events(hass, EVENT_NEW_EPISODE)
+    hass.set_state(CoreState.starting)
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    await hass.async_block_till_done()
+    plex_sim.model.rename_episode(renamed.id, "Renamed")
+    plex_sim.model.remove_episode(removed.id)
+    await entry.runtime_data.coordinator.async_refresh()
+    assert state_of(hass, entry, "sensor", "episodes") == "101"
+
+    hass.set_state(CoreState.running)
+    hass.bus.async_fire(EVENT_HOMEASSISTANT_STARTED)
+    await hass.async_block_till_done()
+    assert [(e.data["episode_id"], e.data["title"]) for e in events] == [(renamed.id, "Renamed")]
+
+
 async def test_episodes_found_at_boot_are_announced_even_after_a_reload_before_the_start(
     hass: HomeAssistant, plex_sim: PlexSimulator, hass_storage: dict[str, Any]
 ) -> None:

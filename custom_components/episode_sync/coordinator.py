@@ -290,7 +290,8 @@ class EpisodeSyncCoordinator(DataUpdateCoordinator[SyncSnapshot]):
         def start(hass: HomeAssistant) -> None:
             found, self._unannounced = self._unannounced, None
             if found:
-                self._announce(found)
+                # As mirrored now: a sync since may have renamed or removed them.
+                self._announce(self._as_mirrored(found))
                 self._announced()
 
         self.config_entry.async_on_unload(async_at_started(self.hass, start))
@@ -655,6 +656,16 @@ class EpisodeSyncCoordinator(DataUpdateCoordinator[SyncSnapshot]):
                     "shows": sorted({title_of(e) for e in rest}),
                 },
             )
+
+    def _as_mirrored(self, rows: Sequence[EpisodeRow]) -> list[EpisodeRow]:
+        """The rows as the mirror holds them now, without those it no longer holds."""
+        found = []
+        for row in rows:
+            library = self.mirror.libraries.get(row[At.LIBRARY_ID])
+            show = library.shows.get(row[At.SHOW_ID]) if library is not None else None
+            if show is not None and (current := show.rows.get(row[At.ID])) is not None:
+                found.append(current)
+        return found
 
     def _shows(self) -> dict[tuple[str, str], tuple[str, Show | None]]:
         """(library id, show id) -> (library title, show), for the announcements."""
