@@ -367,6 +367,50 @@ async def test_reconfigure(
         await other.close()
 
 
+async def test_reconfigure_asks_which_server_answers_before_sending_the_token(
+    hass: HomeAssistant,
+    plex_sim: PlexSimulator,
+    jellyfin_sim: JellyfinSimulator,
+    socket_enabled: Any,
+) -> None:
+    """Another server at the new address hears no credential of the entry's: it says who
+    it is on a public route, and the flow ends there."""
+    plex = plex_entry(plex_sim)
+    plex.add_to_hass(hass)
+    jellyfin = await jellyfin_entry(jellyfin_sim)
+    jellyfin.add_to_hass(hass)
+    other_plex = PlexSimulator(name="Neighbour", token="neighbour-token")
+    other_jellyfin = JellyfinSimulator(name="Neighbour")
+    for sim in (other_plex, other_jellyfin):
+        sim.model.generate(shows=1, seasons=1, episodes=1)
+        await sim.start()
+    try:
+        for entry, other in ((plex, other_plex), (jellyfin, other_jellyfin)):
+            result = await entry.start_reconfigure_flow(hass)
+            result = await hass.config_entries.flow.async_configure(
+                result["flow_id"], {CONF_URL: other.url}
+            )
+            assert result["reason"] == "unique_id_mismatch"
+            token = entry.data[CONF_TOKEN]
+            assert other.requests
+            assert not any(token in str(dict(r.headers)) for r in other.requests)
+        # A Plex server that names itself only to the token (plex.direct) still moves.
+        moved = PlexSimulator(machine_id=plex_sim.machine_id, token=plex_sim.token)
+        moved.identity_requires_auth = True
+        moved.model.generate(shows=1, seasons=1, episodes=1)
+        await moved.start()
+        result = await plex.start_reconfigure_flow(hass)
+        result = await hass.config_entries.flow.async_configure(
+            result["flow_id"], {CONF_URL: moved.url}
+        )
+        await moved.close()
+        assert result["reason"] == "reconfigure_successful"
+        assert plex.data[CONF_URL] == moved.url
+    finally:
+        await other_plex.close()
+        await other_jellyfin.close()
+
+
 async def test_options(hass: HomeAssistant, plex_sim: PlexSimulator) -> None:
     entry = plex_entry(plex_sim)
     entry.add_to_hass(hass)

@@ -289,22 +289,31 @@ class EpisodeSyncConfigFlow(ConfigFlow, domain=DOMAIN):
         return await self._server_at({**entry.data, CONF_URL: url}, entry.title) == server_id
 
     async def _server_at(self, data: Mapping[str, Any], title: str) -> str | None:
-        """The id of the server at ``data``'s address, asked on a route that needs no credentials.
+        """The id of the server at ``data``'s address, or None, asked without credentials.
 
-        None are sent: anything on the network can answer a discovery probe.
         A server that just answered discovery answers this at once; the
         address an entry left may hold the connection, so the wait is short.
         """
-        client = create_client(self.hass, {**data, CONF_TOKEN: ""}, timeout=ADDRESS_CHECK_TIMEOUT)
         try:
-            if isinstance(client, PlexClient):
-                found = await client.identity()
-            else:
-                found = await client.public_info()
+            found = await self._public_identity(data, wait=ADDRESS_CHECK_TIMEOUT)
         except MediaServerError as err:
             LOGGER.debug("%s: %s does not answer as a server: %s", title, data[CONF_URL], err)
             return None
         return found.server_id
+
+    async def _public_identity(
+        self, data: Mapping[str, Any], *, wait: float | None = None
+    ) -> ServerInfo:
+        """The server at ``data``'s address, asked on a route that needs no credentials.
+
+        None are sent: anything on the network can answer a discovery probe,
+        and an address typed in may be another server than the one the
+        credentials are for.
+        """
+        client = create_client(self.hass, {**data, CONF_TOKEN: ""}, timeout=wait)
+        if isinstance(client, PlexClient):
+            return await client.identity()
+        return await client.public_info()
 
     async def async_step_zeroconf(self, discovery_info: ZeroconfServiceInfo) -> ConfigFlowResult:
         """A Plex server announced over mDNS: offered as one found by GDM is.
@@ -694,14 +703,22 @@ class EpisodeSyncConfigFlow(ConfigFlow, domain=DOMAIN):
         errors: dict[str, str] = {}
         if user_input is not None:
             data = dict(entry.data)
+            plex = data[CONF_SERVER_TYPE] == ServerKind.PLEX
+            wrong_server = "not_a_plex_server" if plex else "not_a_jellyfin_server"
             try:
                 data[CONF_URL] = _check_url(user_input[CONF_URL])
                 data[CONF_VERIFY_SSL] = user_input.get(CONF_VERIFY_SSL, True)
-                plex = data[CONF_SERVER_TYPE] == ServerKind.PLEX
-                info, _ = await _validate(
-                    create_client(self.hass, data),
-                    "not_a_plex_server" if plex else "not_a_jellyfin_server",
-                )
+                # Which server answers there, before it is sent the entry's token
+                # (unless it tells only with the token: Plex on some plex.direct
+                # addresses, docs: plex §2.1; the identity is checked after).
+                with _form_errors(wrong_server):
+                    try:
+                        found: str | None = (await self._public_identity(data)).server_id
+                    except MediaServerAuthError:
+                        found = None
+                if found is not None and entry not in self._entries_of(found, include_ignore=False):
+                    return self.async_abort(reason="unique_id_mismatch")
+                info, _ = await _validate(create_client(self.hass, data), wrong_server)
             except _FlowError as err:
                 errors["base"] = err.key
             else:
