@@ -448,6 +448,46 @@ async def test_options_offline_keeps_libraries(
     assert library_choices(result) == {i: i for i in entry.options[CONF_LIBRARIES]}
 
 
+def _suggested(result: Any, key: str) -> Any:
+    """The value a form is filled in with for ``key``."""
+    for marker in result["data_schema"].schema:
+        if marker == key:
+            return (marker.description or {}).get("suggested_value")
+    raise KeyError(key)
+
+
+async def test_options_drop_a_library_gone_from_the_server(
+    hass: HomeAssistant, plex_sim: PlexSimulator
+) -> None:
+    """Still selected but no longer on the server: not offered, not filled in, so the form saves."""
+    entry = plex_entry(plex_sim)
+    ids = tv_library_ids(plex_sim.model)
+    entry.add_to_hass(hass)
+    hass.config_entries.async_update_entry(
+        entry, options={**entry.options, CONF_LIBRARIES: [*ids, "999"]}
+    )
+    result = await hass.config_entries.options.async_init(entry.entry_id)
+    assert "999" not in library_choices(result)
+    assert _suggested(result, CONF_LIBRARIES) == ids
+    result = await hass.config_entries.options.async_configure(
+        result["flow_id"], {**entry.options, CONF_LIBRARIES: ids}
+    )
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert entry.options[CONF_LIBRARIES] == ids
+
+
+async def test_options_say_why_the_libraries_cannot_be_listed(
+    hass: HomeAssistant, plex_sim: PlexSimulator
+) -> None:
+    """A token refused since: the form says so (not "cannot connect") and keeps the choice."""
+    entry = plex_entry(plex_sim)
+    entry.add_to_hass(hass)
+    plex_sim.rotate_token()
+    result = await hass.config_entries.options.async_init(entry.entry_id)
+    assert result["errors"] == {"base": "invalid_auth"}
+    assert _suggested(result, CONF_LIBRARIES) == entry.options[CONF_LIBRARIES]
+
+
 async def test_jellyfin_reconfigure(
     hass: HomeAssistant, jellyfin_sim: JellyfinSimulator, plex_sim: PlexSimulator
 ) -> None:

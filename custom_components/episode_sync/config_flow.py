@@ -780,15 +780,19 @@ class EpisodeSyncOptionsFlow(OptionsFlowBase):
         if user_input is not None:
             errors["base"] = "no_libraries_selected"
         options = self.config_entry.options
+        selected: list[str] = options.get(CONF_LIBRARIES, [])
         try:
-            libraries = await create_client(self.hass, self.config_entry.data).libraries()
-        except MediaServerError:
-            # Offline: keep the choice as it is, named as the mirror knows it.
-            errors["base"] = "cannot_connect"
+            with _form_errors("cannot_connect"):
+                libraries = await create_client(self.hass, self.config_entry.data).libraries()
+        except _FlowError as err:
+            # Unreachable (or refusing): keep the choice as it is, named as the mirror knows it.
+            errors["base"] = err.key
             titles = self._mirrored_titles()
-            libraries = [
-                Library(id=i, title=titles.get(i, i)) for i in options.get(CONF_LIBRARIES, [])
-            ]
+            libraries = [Library(id=i, title=titles.get(i, i)) for i in selected]
+        else:
+            # A library gone from the server cannot stay selected: the form offers it no more.
+            listed = {library.id for library in libraries}
+            selected = [i for i in selected if i in listed]
 
         def number(low: int, high: int, unit: str | None = None) -> NumberSelector:
             return NumberSelector(
@@ -814,8 +818,8 @@ class EpisodeSyncOptionsFlow(OptionsFlowBase):
         )
         suggested = {
             **DEFAULT_OPTIONS,
-            CONF_LIBRARIES: [],
             **options,
+            CONF_LIBRARIES: selected,
             **(user_input or {}),
         }
         return self.async_show_form(
