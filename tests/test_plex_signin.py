@@ -290,6 +290,41 @@ async def test_typed_url_matching_nothing_still_offers_every_server(
     assert result["step_id"] == "plex_server"
 
 
+async def test_typed_url_plextv_does_not_list_is_tried_first(
+    hass: HomeAssistant,
+    plex_sim: PlexSimulator,
+    plextv_sim: PlexTvSimulator,
+    make_plex: SimFactory,
+) -> None:
+    """plex.tv lists only an address Home Assistant cannot reach (a container's own): the
+    one typed in answers as one of the account's servers, which is then used there."""
+    plextv_sim.add_server(plex_sim, connections=[SimConnection(uri=closed_port_url(), local=True)])
+    plextv_sim.add_server(await make_plex(name="Other Plex"))
+    plextv_sim.authorize_next_pin()
+    result = await _signed_in(hass, await _start(hass, **{CONF_URL: plex_sim.url}))
+    assert result["step_id"] == "libraries"
+    result = await hass.config_entries.flow.async_configure(
+        result["flow_id"], {CONF_LIBRARIES: tv_library_ids(plex_sim.model)}
+    )
+    assert result["result"].data[CONF_URL] == plex_sim.url
+    assert result["result"].data[CONF_TOKEN] == plex_sim.token
+
+
+async def test_reauth_signs_in_at_the_entry_address_plextv_does_not_list(
+    hass: HomeAssistant, plex_sim: PlexSimulator, plextv_sim: PlexTvSimulator
+) -> None:
+    entry = plex_entry(plex_sim)
+    entry.add_to_hass(hass)
+    new_token = plex_sim.rotate_token()
+    plextv_sim.add_server(plex_sim, connections=[SimConnection(uri=closed_port_url(), local=True)])
+    plextv_sim.authorize_next_pin()
+    result = await entry.start_reauth_flow(hass)
+    result = await hass.config_entries.flow.async_configure(result["flow_id"], {})
+    result = await _signed_in(hass, result)
+    assert result["reason"] == "reauth_successful"
+    assert (entry.data[CONF_URL], entry.data[CONF_TOKEN]) == (plex_sim.url, new_token)
+
+
 async def test_timeout_aborts(hass: HomeAssistant, plextv_sim: PlexTvSimulator) -> None:
     result = await _signed_in(hass, await _start(hass))  # nobody signs in
     assert result["type"] is FlowResultType.ABORT

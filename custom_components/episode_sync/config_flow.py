@@ -182,6 +182,16 @@ class _PlexSignIn:
     servers: list[PlexServerResource] = field(default_factory=list)
 
 
+def _signin_data(signin: _PlexSignIn, url: str) -> dict[str, Any]:
+    """An entry's connection data for ``url``, as the sign-in knows it (no token)."""
+    return {
+        CONF_SERVER_TYPE: ServerKind.PLEX.value,
+        CONF_URL: url,
+        CONF_VERIFY_SSL: signin.verify_ssl,
+        CONF_CLIENT_ID: signin.client_id,
+    }
+
+
 def _without(user_input: Mapping[str, Any] | None, secret: str) -> dict[str, Any]:
     """What the user typed, to show again on the form, but the secret."""
     return {k: v for k, v in (user_input or {}).items() if k != secret}
@@ -486,8 +496,15 @@ class EpisodeSyncConfigFlow(ConfigFlow, domain=DOMAIN):
         if not servers:
             return self.async_abort(reason="no_servers")
         if signin.url is not None:
-            # The URL the user typed names the server: no choice to make.
-            servers = [s for s in servers if s.matches(signin.url)][:1] or servers
+            # The URL the user typed names the server: no choice to make. One
+            # plex.tv does not list (a container's own address) is asked who it is.
+            named = [s for s in servers if s.matches(signin.url)]
+            if not named:
+                machine_id = await self._server_at(
+                    _signin_data(signin, signin.url), "The address typed in"
+                )
+                named = [s for s in servers if s.machine_id == machine_id]
+            servers = named[:1] or servers
         signin.servers = servers
         if len(servers) == 1:
             return await self.async_step_plex_server({CONF_SERVER: servers[0].machine_id})
@@ -533,24 +550,25 @@ class EpisodeSyncConfigFlow(ConfigFlow, domain=DOMAIN):
         The server's own ``accessToken`` is stored, not the account token: a
         shared server accepts only its own, and the account token is never kept.
         An address that does not answer ``/identity`` as this server is skipped.
+        The address typed in (in a reauth, the entry's) comes first even when
+        plex.tv does not list it: the ones it lists may all be out of Home
+        Assistant's reach (a container's own address, plex.direct names that
+        DNS-rebind protection refuses).
         """
-        for connection in server.preferred_connections(signin.url):
-            data = {
-                CONF_SERVER_TYPE: ServerKind.PLEX.value,
-                CONF_URL: connection.uri.rstrip("/"),
-                CONF_TOKEN: server.access_token,
-                CONF_VERIFY_SSL: signin.verify_ssl,
-                CONF_CLIENT_ID: signin.client_id,
-            }
+        addresses = [(c.uri, c.location) for c in server.preferred_connections(signin.url)]
+        if signin.url is not None and not server.matches(signin.url):
+            addresses.insert(0, (signin.url, "typed"))
+        for uri, location in addresses:
+            data = {**_signin_data(signin, uri.rstrip("/")), CONF_TOKEN: server.access_token}
             client = create_client(self.hass, data)
             assert isinstance(client, PlexClient)
             try:
                 identity = await client.identity()
             except MediaServerError as err:
-                LOGGER.debug("%s: %s address skipped: %s", server.name, connection.location, err)
+                LOGGER.debug("%s: %s address skipped: %s", server.name, location, err)
                 continue
             if identity.server_id != server.machine_id:
-                LOGGER.debug("%s: %s address is another server", server.name, connection.location)
+                LOGGER.debug("%s: %s address is another server", server.name, location)
                 continue
             info, libraries = await _validate(client, "not_a_plex_server")
             await self.async_set_unique_id(info.server_id)
