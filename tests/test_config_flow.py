@@ -221,6 +221,8 @@ async def test_plex_no_tv_libraries_then_one(hass: HomeAssistant, socket_enabled
             result["flow_id"], {CONF_URL: sim.url, CONF_TOKEN: sim.token}
         )
         assert result["step_id"] == "libraries"
+        # One install across both tries: a single client identifier reached the server.
+        assert len({r.headers["X-Plex-Client-Identifier"] for r in sim.requests}) == 1
         result = await hass.config_entries.flow.async_configure(
             result["flow_id"], {CONF_LIBRARIES: []}
         )
@@ -273,6 +275,8 @@ async def test_jellyfin_no_tv_libraries(hass: HomeAssistant, socket_enabled: Any
         sim.model.generate(shows=1, seasons=1, episodes=1)
         result = await hass.config_entries.flow.async_configure(result["flow_id"], user_input)
         assert result["step_id"] == "libraries"
+        # Both sign-ins were one device: the server retired the first one's token.
+        assert len(sim.tokens) == 1
     finally:
         await sim.close()
 

@@ -245,6 +245,14 @@ class EpisodeSyncConfigFlow(ConfigFlow, domain=DOMAIN):
                 self._suggested = {CONF_URL: server.url}
                 return
 
+    def _install_id(self, key: str) -> str:
+        """The install's Plex client id or Jellyfin DeviceId: one per flow, however many tries.
+
+        The servers list a device per id (and Jellyfin keeps a session per
+        DeviceId): a new one per failed try would leave a device behind each time.
+        """
+        return str(self._data.setdefault(key, uuid.uuid4().hex))
+
     def _entries_of(self, server_id: str, *, include_ignore: bool) -> list[ConfigEntry]:
         """The server's entries (a Jellyfin entry is one user's: ``<ServerId>_<UserId>``)."""
         return [
@@ -339,8 +347,11 @@ class EpisodeSyncConfigFlow(ConfigFlow, domain=DOMAIN):
         if any(entry.data.get(CONF_URL) == url for entry in self._async_current_entries()):
             return self.async_abort(reason="already_configured")
         # The install's client id from the first request on, if the user goes on.
-        self._data[CONF_CLIENT_ID] = uuid.uuid4().hex
-        data = {**self._data, CONF_SERVER_TYPE: ServerKind.PLEX.value, CONF_URL: url}
+        data = {
+            CONF_CLIENT_ID: self._install_id(CONF_CLIENT_ID),
+            CONF_SERVER_TYPE: ServerKind.PLEX.value,
+            CONF_URL: url,
+        }
         name = discovery_info.name.removesuffix(f".{discovery_info.type}")
         if (server_id := await self._server_at(data, name)) is None:
             return self.async_abort(reason="not_a_plex_server")
@@ -362,9 +373,7 @@ class EpisodeSyncConfigFlow(ConfigFlow, domain=DOMAIN):
             CONF_TOKEN: user_input[CONF_TOKEN].strip(),
             CONF_VERIFY_SSL: user_input.get(CONF_VERIFY_SSL, True),
             # Reauth passes the entry's data: the install keeps its client id.
-            CONF_CLIENT_ID: user_input.get(CONF_CLIENT_ID)
-            or self._data.get(CONF_CLIENT_ID)
-            or uuid.uuid4().hex,
+            CONF_CLIENT_ID: user_input.get(CONF_CLIENT_ID) or self._install_id(CONF_CLIENT_ID),
         }
         info, libraries = await _validate(create_client(self.hass, data), "not_a_plex_server")
         return data, info, libraries
@@ -376,9 +385,7 @@ class EpisodeSyncConfigFlow(ConfigFlow, domain=DOMAIN):
         if user_input is not None:
             try:
                 if not (user_input.get(CONF_TOKEN) or "").strip():
-                    await self._start_signin(
-                        user_input, self._data.get(CONF_CLIENT_ID) or uuid.uuid4().hex
-                    )
+                    await self._start_signin(user_input, self._install_id(CONF_CLIENT_ID))
                     return await self.async_step_plex_signin()
                 data, info, libraries = await self._plex(user_input)
             except _FlowError as err:
@@ -615,7 +622,7 @@ class EpisodeSyncConfigFlow(ConfigFlow, domain=DOMAIN):
                     user_input[CONF_USERNAME],
                     user_input.get(CONF_PASSWORD, ""),
                     user_input.get(CONF_VERIFY_SSL, True),
-                    self._data.get(CONF_DEVICE_ID) or uuid.uuid4().hex,
+                    self._install_id(CONF_DEVICE_ID),
                 )
             except _FlowError as err:
                 errors["base"] = err.key
