@@ -17,6 +17,7 @@ from typing import Any
 from homeassistant.config_entries import (
     SOURCE_IGNORE,
     SOURCE_INTEGRATION_DISCOVERY,
+    SOURCE_USER,
     SOURCE_ZEROCONF,
     ConfigEntryState,
 )
@@ -195,6 +196,28 @@ async def test_found_servers_are_offered_with_their_address_filled_in(
         {CONF_URL: jellyfin_sim.url, CONF_USERNAME: "alice", "password": "secret"},
     )
     assert result["step_id"] == "libraries"
+
+
+async def test_a_jellyfin_server_set_up_by_hand_is_offered_no_more(
+    hass: HomeAssistant, jellyfin_sim: JellyfinSimulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found on the network, then added through *Add integration* instead: the found one goes."""
+    probe = replace(JELLYFIN_DISCOVERY, target=await jellyfin_sim.start_discovery())
+    await _start(hass, monkeypatch, [probe])
+    assert len(_discovered(hass)) == 1
+    result = await hass.config_entries.flow.async_init(DOMAIN, context={"source": SOURCE_USER})
+    result = await hass.config_entries.flow.async_configure(
+        result["flow_id"], {"next_step_id": "jellyfin"}
+    )
+    result = await hass.config_entries.flow.async_configure(
+        result["flow_id"],
+        {CONF_URL: jellyfin_sim.url, CONF_USERNAME: "alice", "password": "secret"},
+    )
+    result = await hass.config_entries.flow.async_configure(
+        result["flow_id"], {CONF_LIBRARIES: tv_library_ids(jellyfin_sim.model)}
+    )
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert _discovered(hass) == []
 
 
 async def test_servers_set_up_or_ignored_are_not_offered(

@@ -655,6 +655,7 @@ class EpisodeSyncConfigFlow(ConfigFlow, domain=DOMAIN):
         """Choose the TV libraries to mirror (all by default)."""
         assert self._info is not None
         if user_input is not None and user_input.get(CONF_LIBRARIES):
+            self._close_discovered(self._info.server_id)
             return self.async_create_entry(
                 title=self._info.name,
                 data=self._data,
@@ -671,6 +672,17 @@ class EpisodeSyncConfigFlow(ConfigFlow, domain=DOMAIN):
             ),
             errors={"base": "no_libraries_selected"} if user_input is not None else {},
         )
+
+    def _close_discovered(self, server_id: str) -> None:
+        """Close the other flows offering this server as found on the network.
+
+        Home Assistant closes those with the new entry's unique id; a Jellyfin
+        entry's is one user's (``<ServerId>_<UserId>``), a discovered flow's
+        the server's, so it would stay offered.
+        """
+        for flow in self._async_in_progress(include_uninitialized=True):
+            if flow["flow_id"] != self.flow_id and flow["context"].get("unique_id") == server_id:
+                self.hass.config_entries.flow.async_abort(flow["flow_id"])
 
     # -- reauth and reconfigure -------------------------------------------------------------
 
