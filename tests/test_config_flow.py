@@ -159,6 +159,34 @@ async def test_plex_invalid_url_then_success(
     assert result["step_id"] == "libraries"
 
 
+async def test_an_address_copied_from_the_web_app_is_the_server(
+    hass: HomeAssistant, plex_sim: PlexSimulator, jellyfin_sim: JellyfinSimulator
+) -> None:
+    """The browser's address of a page of the server's web app: the server is before /web."""
+    result = await _menu(hass, "plex")
+    result = await hass.config_entries.flow.async_configure(
+        result["flow_id"],
+        {CONF_URL: f"{plex_sim.url}/web/index.html#!/", CONF_TOKEN: plex_sim.token},
+    )
+    result = await hass.config_entries.flow.async_configure(
+        result["flow_id"], {CONF_LIBRARIES: tv_library_ids(plex_sim.model)}
+    )
+    assert result["result"].data[CONF_URL] == plex_sim.url
+    result = await _menu(hass, "jellyfin")
+    result = await hass.config_entries.flow.async_configure(
+        result["flow_id"],
+        {
+            CONF_URL: f"{jellyfin_sim.url}/web/#/home.html",
+            CONF_USERNAME: "alice",
+            CONF_PASSWORD: "secret",
+        },
+    )
+    result = await hass.config_entries.flow.async_configure(
+        result["flow_id"], {CONF_LIBRARIES: tv_library_ids(jellyfin_sim.model)}
+    )
+    assert result["result"].data[CONF_URL] == jellyfin_sim.url
+
+
 async def test_plex_errors_recover(
     hass: HomeAssistant, plex_sim: PlexSimulator, jellyfin_sim: JellyfinSimulator, web_page: str
 ) -> None:

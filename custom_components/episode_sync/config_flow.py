@@ -118,14 +118,23 @@ def _is_ip(host: str | None) -> bool:
 
 
 def _check_url(url: str) -> str:
-    """Return the URL without a trailing slash; refuse what is not an http(s) URL."""
+    """Return the server's base URL; refuse what is not an http(s) URL.
+
+    An address copied from the browser names a page of the server's web app
+    (Plex ``/web/index.html#!/``, Jellyfin ``/web/#/home.html``): the server
+    is what comes before ``/web``. A base path (Jellyfin behind a reverse
+    proxy at ``/jellyfin``) stays; the query, fragment and trailing slash go.
+    """
     try:
         parsed = URL(url.strip())
     except ValueError as err:
         raise _FlowError("invalid_url") from err
     if parsed.scheme not in ("http", "https") or not parsed.host:
         raise _FlowError("invalid_url")
-    return str(parsed).rstrip("/")
+    path = parsed.path
+    if "/web/" in f"{path}/":
+        path = f"{path}/".partition("/web/")[0]
+    return str(parsed.with_path(path).with_query(None).with_fragment(None)).rstrip("/")
 
 
 @contextmanager
