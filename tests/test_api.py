@@ -374,6 +374,18 @@ async def test_fetch_all_accepts_a_hole_it_cannot_fill() -> None:
             "shows",
             MediaServerProtocolError,
         ),
+        (
+            "/library/sections",
+            lambda p: {"MediaContainer": {"Directory": ["TV Shows"]}},
+            "libraries",
+            MediaServerProtocolError,
+        ),
+        (
+            "/all",
+            lambda p: {"MediaContainer": {"size": 2, "totalSize": 2, "Metadata": [{}, 7]}},
+            "shows",
+            MediaServerProtocolError,
+        ),
         ("/identity", lambda p: {"MediaContainer": {"size": 0}}, "identity", WrongServerError),
         (
             "/",
@@ -435,6 +447,8 @@ async def test_plex_lenient_flags(plex_sim: PlexSimulator, session: aiohttp.Clie
             MediaServerProtocolError,
         ),
         ("/Items", lambda p: {"NoItems": []}, "shows", MediaServerProtocolError),
+        ("/Views", lambda p: {"Items": [None]}, "libraries", MediaServerProtocolError),
+        ("/Items", lambda p: {"Items": ["x"]}, "shows", MediaServerProtocolError),
         # No count (an API key without a user): not "every series is empty".
         (
             "/Items",

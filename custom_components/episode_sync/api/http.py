@@ -174,6 +174,17 @@ class HttpClient:
         self._http.reset_stats()
 
 
+def objects(value: Any, what: str) -> list[dict[str, Any]]:
+    """A JSON list of objects (a listing's items); anything else is a protocol error.
+
+    Checked once per page, so that a garbled item fails as a bad answer, not
+    as an ``AttributeError`` deep in a parser.
+    """
+    if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
+        raise MediaServerProtocolError(f"{what} is not a list of objects")
+    return value
+
+
 def to_int(value: Any, default: int | None = None) -> int | None:
     """An int from JSON that may carry it as a number or a string; ``default`` otherwise."""
     if value is None or isinstance(value, bool):

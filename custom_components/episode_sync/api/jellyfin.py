@@ -36,7 +36,7 @@ from .errors import (
     MediaServerProtocolError,
     WrongServerError,
 )
-from .http import HttpClient, to_int, to_seconds
+from .http import HttpClient, objects, to_int, to_seconds
 from .images import MediaImage, media_image
 from .models import Episode, EpisodeRow, Library, ServerInfo, ServerKind, Show, episode_row
 from .paging import PARSE_STEP, Page, fetch_all
@@ -183,9 +183,9 @@ class JellyfinClient(HttpClient):
                     "EnableTotalRecordCount": "true" if first else "false",
                 },
             )
-            if not isinstance(reply, dict) or not isinstance(reply.get("Items"), list):
+            if not isinstance(reply, dict):
                 raise MediaServerProtocolError(f"Jellyfin sent no Items list for {path}")
-            rows = reply["Items"]
+            rows = objects(reply.get("Items"), f"Jellyfin's Items for {path}")
             total = reply.get("TotalRecordCount") if first else None
             return Page(await parse(rows), len(rows), total if isinstance(total, int) else None)
 
@@ -269,9 +269,10 @@ class JellyfinClient(HttpClient):
     async def libraries(self) -> list[Library]:
         """The user's TV libraries."""
         views = await self._request("GET", f"/Users/{self._user()}/Views")
-        if not isinstance(views, dict) or not isinstance(views.get("Items"), list):
+        if not isinstance(views, dict):
             raise MediaServerProtocolError("Jellyfin sent no Items list for the views")
-        tv = [item for item in views["Items"] if item.get("CollectionType") == "tvshows"]
+        items = objects(views.get("Items"), "Jellyfin's views")
+        tv = [item for item in items if item.get("CollectionType") == "tvshows"]
         if any("Id" not in item for item in tv):
             # Never read as "this library is gone": that would drop its mirror.
             raise MediaServerProtocolError("Jellyfin sent a TV library without Id")

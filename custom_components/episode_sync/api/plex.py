@@ -32,7 +32,7 @@ from .errors import (
     MediaServerProtocolError,
     WrongServerError,
 )
-from .http import HttpClient, to_int, to_seconds
+from .http import HttpClient, objects, to_int, to_seconds
 from .images import MediaImage, media_image
 from .models import Episode, EpisodeRow, Library, ServerInfo, ServerKind, Show, episode_row
 from .paging import PARSE_STEP, Page, fetch_all
@@ -144,9 +144,7 @@ class PlexClient(HttpClient):
                     "X-Plex-Container-Size": str(size),
                 },
             )
-            rows = container.get("Metadata") or []
-            if not isinstance(rows, list):
-                raise MediaServerProtocolError(f"Plex sent a bad Metadata list for {path}")
+            rows = objects(container.get("Metadata") or [], f"Plex's Metadata for {path}")
             return Page(await parse(rows), len(rows), to_int(container.get("totalSize")))
 
         return await fetch_all(page, page_size or self.page_size, self._concurrency)
@@ -232,7 +230,7 @@ class PlexClient(HttpClient):
         """Every TV section with its change markers."""
         container = await self._get("/library/sections")
         libraries = []
-        for row in container.get("Directory") or []:
+        for row in objects(container.get("Directory") or [], "Plex's library sections"):
             if row.get("type") != "show":
                 continue
             try:
