@@ -181,7 +181,12 @@ async def test_reauth_and_reconfigure_of_a_loaded_entry_set_it_up_once(
     await hass.async_block_till_done()
     assert result["reason"] == "reconfigure_successful"
     assert entry.data[CONF_VERIFY_SSL] is False
-    assert [r.path for r in plex_sim.requests] == ["/identity", *["/", "/library/sections"] * 2]
+    # Who answers there (no token), the token's check, then one set-up and its sync.
+    assert [r.path for r in plex_sim.requests] == [
+        "/identity",
+        "/identity",
+        *["/", "/library/sections"] * 2,
+    ]
 
 
 async def test_entities_unavailable_while_down_then_back(
