@@ -767,6 +767,11 @@ async def test_jellyfin_socket_rules(jellyfin_sim: JellyfinSimulator) -> None:
         with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
             await session.ws_connect(url, params={"ApiKey": "wrong"})
         assert refused.value.status == 403
+        jellyfin_sim.starting_up = True  # 10.11's startup middleware: no route upgrades
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await session.ws_connect(url, params={"ApiKey": user_token})
+        assert refused.value.status == 503
+        jellyfin_sim.starting_up = False
         user = await session.ws_connect(url, params={"ApiKey": user_token})
         key = await session.ws_connect(
             url, headers={"Authorization": 'MediaBrowser Client="x", Token="an-api-key"'}

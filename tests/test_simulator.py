@@ -652,6 +652,23 @@ async def test_jellyfin_delta_parameter_by_version(
             await sim.close()
 
 
+async def test_jellyfin_delta_date_without_offset_is_server_local(
+    jellyfin_sim: JellyfinSimulator, session: aiohttp.ClientSession
+) -> None:
+    """``MinDateLastSaved`` without ``Z`` is read in the server's zone (UTC+2 by default)."""
+    token, user_id = await _login(session, jellyfin_sim)
+    show = next(iter(jellyfin_sim.model.libraries[tv_library_ids(jellyfin_sim.model)[0]].shows))
+    jellyfin_sim.model.add_episode(show, 9, 1)  # saved now
+    later = datetime.fromtimestamp(jellyfin_sim.clock.now() + 3600, UTC).strftime(
+        "%Y-%m-%dT%H:%M:%S"
+    )
+    base = {"userId": user_id, "IncludeItemTypes": "Episode", "Recursive": "true"}
+    _, utc = await _jf(session, jellyfin_sim, "/Items", token, **base, MinDateLastSaved=later + "Z")
+    _, local = await _jf(session, jellyfin_sim, "/Items", token, **base, MinDateLastSaved=later)
+    assert utc["TotalRecordCount"] == 0  # an hour from now
+    assert local["TotalRecordCount"] > 0  # an hour ago: the new episode was saved since
+
+
 async def test_jellyfin_api_keys_have_no_user(
     jellyfin_sim: JellyfinSimulator, session: aiohttp.ClientSession
 ) -> None:

@@ -66,7 +66,7 @@ The websocket (item 17) is tests/simulator/jellyfin_push.py.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 import hashlib
 import itertools
 import json
@@ -122,6 +122,7 @@ class JellyfinSimulator(SimServer):
         legacy_auth: bool | None = None,
         first_refresh_delay: float = 0.0,
         starting_up: bool = False,
+        utc_offset: float = 2 * 3600.0,
     ) -> None:
         """Create the server; ``model.generate(...)`` fills it."""
         self.version = version
@@ -133,6 +134,10 @@ class JellyfinSimulator(SimServer):
         self.legacy_auth = self.version_tuple < (12, 0) if legacy_auth is None else legacy_auth
         self.first_refresh_delay = first_refresh_delay
         self.starting_up = starting_up
+        #: The server's time zone, seconds east of UTC: a date sent without an
+        #: offset is read in it (docs: jellyfin §2, checklist 10). Not UTC by
+        #: default, so that a client forgetting the ``Z`` fails its tests.
+        self.utc_offset = utc_offset
         self._counter = itertools.count(1)
         self.user_ids = {user: self._new_id() for user in self.users}
         #: token -> (user id, device id)
@@ -437,10 +442,10 @@ class JellyfinSimulator(SimServer):
         """
         plain, for_user = q.get("mindatelastsaved"), q.get("mindatelastsavedforuser")
         if self.version_tuple >= (10, 11):
-            bounds = [_parse_time(v) for v in (plain, for_user) if v is not None]
+            bounds = [_parse_time(v, self.utc_offset) for v in (plain, for_user) if v is not None]
             return max(bounds) if bounds else None
         if for_user is not None:
-            return _parse_time(for_user)
+            return _parse_time(for_user, self.utc_offset)
         if plain is None:
             return None
         if self.version_tuple < (10, 9):
@@ -973,9 +978,9 @@ def _csv(q: dict[str, str], name: str) -> set[str]:
     return {v.strip().lower() for v in q.get(name, "").split(",")} - {""}
 
 
-def _parse_time(value: str) -> float:
-    """``2026-09-01T10:00:00Z``; a value without offset is server-local (UTC here)."""
+def _parse_time(value: str, utc_offset: float) -> float:
+    """``2026-09-01T10:00:00Z``; a value without offset is server-local (``.ToUniversalTime()``)."""
     parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
+        parsed = parsed.replace(tzinfo=timezone(timedelta(seconds=utc_offset)))
     return parsed.timestamp()

@@ -92,7 +92,13 @@ class JellyfinPush:
     # -- the route -------------------------------------------------------------------
 
     async def handler(self, request: web.Request) -> web.StreamResponse:
-        """``GET /socket``: 403 before the upgrade on a bad token, else a session."""
+        """``GET /socket``: 403 before the upgrade on a bad token, else a session.
+
+        While the server starts (10.11+), its startup middleware answers this
+        route as every other: 503 with ``Retry-After``, never an upgrade.
+        """
+        if (refused := self._sim._gate(request, auth=False)) is not None:
+            return refused
         token = self._sim._token(request)
         if token in self._sim.tokens:
             user_id: str | None = self._sim.tokens[token][0]
