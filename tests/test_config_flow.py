@@ -19,6 +19,7 @@ from homeassistant.const import (
 from homeassistant.core import HomeAssistant
 from homeassistant.data_entry_flow import FlowResultType
 import pytest
+from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.episode_sync.const import (
     CONF_CLIENT_ID,
@@ -383,20 +384,30 @@ async def test_reconfigure(
         )
         assert result["type"] is FlowResultType.ABORT
         assert result["reason"] == "unique_id_mismatch"
-        # The same server (same machineIdentifier) moved to another address.
-        moved = PlexSimulator(machine_id=plex_sim.machine_id, token=plex_sim.token)
-        moved.model.generate(shows=1, seasons=1, episodes=1)
-        await moved.start()
+        await _reconfigure_to_the_same_server_elsewhere(hass, entry, plex_sim)
+        assert entry.data[CONF_TOKEN] == plex_sim.token
+    finally:
+        await other.close()
+
+
+async def _reconfigure_to_the_same_server_elsewhere(
+    hass: HomeAssistant, entry: MockConfigEntry, sim: PlexSimulator, **switches: Any
+) -> None:
+    """Reconfigure ``entry`` to the server (same machineIdentifier) at another address."""
+    moved = PlexSimulator(machine_id=sim.machine_id, token=sim.token)
+    for name, value in switches.items():
+        setattr(moved, name, value)
+    moved.model.generate(shows=1, seasons=1, episodes=1)
+    await moved.start()
+    try:
         result = await entry.start_reconfigure_flow(hass)
         result = await hass.config_entries.flow.async_configure(
             result["flow_id"], {CONF_URL: moved.url}
         )
-        await moved.close()
-        assert result["reason"] == "reconfigure_successful"
-        assert entry.data[CONF_URL] == moved.url
-        assert entry.data[CONF_TOKEN] == plex_sim.token
     finally:
-        await other.close()
+        await moved.close()
+    assert result["reason"] == "reconfigure_successful"
+    assert entry.data[CONF_URL] == moved.url
 
 
 async def test_reconfigure_asks_which_server_answers_before_sending_the_token(
@@ -427,17 +438,9 @@ async def test_reconfigure_asks_which_server_answers_before_sending_the_token(
             assert other.requests
             assert not any(token in str(dict(r.headers)) for r in other.requests)
         # A Plex server that names itself only to the token (plex.direct) still moves.
-        moved = PlexSimulator(machine_id=plex_sim.machine_id, token=plex_sim.token)
-        moved.identity_requires_auth = True
-        moved.model.generate(shows=1, seasons=1, episodes=1)
-        await moved.start()
-        result = await plex.start_reconfigure_flow(hass)
-        result = await hass.config_entries.flow.async_configure(
-            result["flow_id"], {CONF_URL: moved.url}
+        await _reconfigure_to_the_same_server_elsewhere(
+            hass, plex, plex_sim, identity_requires_auth=True
         )
-        await moved.close()
-        assert result["reason"] == "reconfigure_successful"
-        assert plex.data[CONF_URL] == moved.url
     finally:
         await other_plex.close()
         await other_jellyfin.close()

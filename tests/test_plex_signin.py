@@ -310,21 +310,6 @@ async def test_typed_url_plextv_does_not_list_is_tried_first(
     assert result["result"].data[CONF_TOKEN] == plex_sim.token
 
 
-async def test_reauth_signs_in_at_the_entry_address_plextv_does_not_list(
-    hass: HomeAssistant, plex_sim: PlexSimulator, plextv_sim: PlexTvSimulator
-) -> None:
-    entry = plex_entry(plex_sim)
-    entry.add_to_hass(hass)
-    new_token = plex_sim.rotate_token()
-    plextv_sim.add_server(plex_sim, connections=[SimConnection(uri=closed_port_url(), local=True)])
-    plextv_sim.authorize_next_pin()
-    result = await entry.start_reauth_flow(hass)
-    result = await hass.config_entries.flow.async_configure(result["flow_id"], {})
-    result = await _signed_in(hass, result)
-    assert result["reason"] == "reauth_successful"
-    assert (entry.data[CONF_URL], entry.data[CONF_TOKEN]) == (plex_sim.url, new_token)
-
-
 async def test_timeout_aborts(hass: HomeAssistant, plextv_sim: PlexTvSimulator) -> None:
     result = await _signed_in(hass, await _start(hass))  # nobody signs in
     assert result["type"] is FlowResultType.ABORT
@@ -492,13 +477,16 @@ async def test_invalid_typed_url_refused_before_plextv(
     assert plextv_sim.requests == []
 
 
+@pytest.mark.parametrize("listed", [True, False], ids=["listed", "not listed by plex.tv"])
 async def test_reauth_signs_in_again(
-    hass: HomeAssistant, plex_sim: PlexSimulator, plextv_sim: PlexTvSimulator
+    hass: HomeAssistant, plex_sim: PlexSimulator, plextv_sim: PlexTvSimulator, listed: bool
 ) -> None:
+    """At the entry's address, whether plex.tv lists it or only one out of reach."""
     entry = plex_entry(plex_sim)
     entry.add_to_hass(hass)
     new_token = plex_sim.rotate_token()
-    plextv_sim.add_server(plex_sim)
+    unreachable = [SimConnection(uri=closed_port_url(), local=True)]
+    plextv_sim.add_server(plex_sim, **({} if listed else {"connections": unreachable}))
     plextv_sim.authorize_next_pin()
     result = await entry.start_reauth_flow(hass)
     result = await hass.config_entries.flow.async_configure(result["flow_id"], {})
