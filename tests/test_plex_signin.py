@@ -290,15 +290,22 @@ async def test_typed_url_matching_nothing_still_offers_every_server(
     assert result["step_id"] == "plex_server"
 
 
-async def test_typed_url_plextv_does_not_list_is_tried_first(
+@pytest.mark.parametrize("owned", [True, False], ids=["not listed", "a shared server's LAN one"])
+async def test_typed_url_plextv_does_not_offer_is_tried_first(
     hass: HomeAssistant,
     plex_sim: PlexSimulator,
     plextv_sim: PlexTvSimulator,
     make_plex: SimFactory,
+    owned: bool,
 ) -> None:
-    """plex.tv lists only an address Home Assistant cannot reach (a container's own): the
-    one typed in answers as one of the account's servers, which is then used there."""
-    plextv_sim.add_server(plex_sim, connections=[SimConnection(uri=closed_port_url(), local=True)])
+    """plex.tv lists only an address Home Assistant cannot reach (a container's own), or
+    the typed one as a shared server's LAN address, left out otherwise: the typed one
+    answers as one of the account's servers, which is then used there."""
+    if owned:
+        unreachable = SimConnection(uri=closed_port_url(), local=True)
+        plextv_sim.add_server(plex_sim, connections=[unreachable])
+    else:
+        plextv_sim.add_server(plex_sim, owned=False)
     plextv_sim.add_server(await make_plex(name="Other Plex"))
     plextv_sim.authorize_next_pin()
     result = await _signed_in(hass, await _start(hass, **{CONF_URL: plex_sim.url}))

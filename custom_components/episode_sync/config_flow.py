@@ -567,12 +567,14 @@ class EpisodeSyncConfigFlow(ConfigFlow, domain=DOMAIN):
         shared server accepts only its own, and the account token is never kept.
         An address that does not answer ``/identity`` as this server is skipped.
         The address typed in (in a reauth, the entry's) comes first even when
-        plex.tv does not list it: the ones it lists may all be out of Home
-        Assistant's reach (a container's own address, plex.direct names that
-        DNS-rebind protection refuses).
+        plex.tv does not list it (or lists it as a shared server's local one):
+        the ones it lists may all be out of Home Assistant's reach (a
+        container's own address, plex.direct names that DNS-rebind protection
+        refuses).
         """
-        addresses = [(c.uri, c.location) for c in server.preferred_connections(signin.url)]
-        if signin.url is not None and not server.matches(signin.url):
+        connections = server.preferred_connections(signin.url)
+        addresses = [(c.uri, c.location) for c in connections]
+        if signin.url is not None and not any(c.matches(signin.url) for c in connections):
             addresses.insert(0, (signin.url, "typed"))
         for uri, location in addresses:
             data = {**_signin_data(signin, uri.rstrip("/")), CONF_TOKEN: server.access_token}
