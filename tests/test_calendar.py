@@ -274,3 +274,38 @@ def test_odd_dates_and_times_do_not_break_the_calendar() -> None:
     ]
     # No runtime: the default length.
     assert events[1].end - events[1].start == calendar_module.DEFAULT_RUNTIME  # type: ignore[operator]
+
+
+@pytest.mark.parametrize(
+    ("day", "clock", "start"),
+    [
+        ("2026-03-08", "02:30", "2026-03-08T03:30:00-04:00"),  # skipped by the spring change
+        ("2026-11-01", "01:30", "2026-11-01T01:30:00-04:00"),  # the first of two 01:30s
+    ],
+)
+def test_a_timed_airing_on_a_dst_night_lasts_its_runtime(day: str, clock: str, start: str) -> None:
+    """Half an hour is half an hour when the clocks change during it (or before it starts)."""
+    from zoneinfo import ZoneInfo
+
+    from custom_components.episode_sync.api.models import Show, episode_row
+    from custom_components.episode_sync.coordinator import DisplayFilter
+    from custom_components.episode_sync.sync import LibraryMirror, Mirror, ShowMirror
+
+    row = episode_row(
+        id="1", show_id="s", library_id="l", season=1, number=1, title="Late",
+        air_date=day, added_at=0, watched=False, air_time=clock, duration=1800,
+    )  # fmt: skip
+    show = Show(id="s", library_id="l", title="Show", episode_count=1, watched_count=0)
+    mirror = Mirror(
+        server_id="x",
+        libraries={
+            "l": LibraryMirror(id="l", title="TV", shows={"s": ShowMirror.build(show, {"1": row})})
+        },
+    )
+    (event,) = AirDateIndex.build(mirror, DisplayFilter(), ZoneInfo("America/New_York")).events(day)
+    assert isinstance(event.start, datetime)
+    assert isinstance(event.end, datetime)
+    assert event.start.isoformat() == start
+    # As Home Assistant sends them: with their offsets (a subtraction would use wall clocks).
+    ends = datetime.fromisoformat(event.end.isoformat())
+    assert ends - datetime.fromisoformat(start) == timedelta(minutes=30)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta, tzinfo
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from itertools import islice
 
 from homeassistant.components.calendar import (
@@ -123,12 +123,9 @@ class AirDateIndex:
                 uid=episode.id,
             )
         runtime = timedelta(seconds=episode.duration) if episode.duration else DEFAULT_RUNTIME
-        return CalendarEvent(
-            start=start,
-            end=start + min(runtime, MAX_RUNTIME),
-            summary=summary(show, episode),
-            uid=episode.id,
-        )
+        # Added in UTC: arithmetic on local times ignores a DST change in between.
+        end = (start.astimezone(UTC) + min(runtime, MAX_RUNTIME)).astimezone(self.time_zone)
+        return CalendarEvent(start=start, end=end, summary=summary(show, episode), uid=episode.id)
 
 
 def _air_time(aired: date, air_time: str | None, time_zone: tzinfo) -> datetime | None:
@@ -139,8 +136,9 @@ def _air_time(aired: date, air_time: str | None, time_zone: tzinfo) -> datetime 
         clock = time.fromisoformat(air_time)
     except ValueError:
         return None
-    # The server's local time, taken as Home Assistant's (both usually sit in one home).
-    return datetime.combine(aired, clock, tzinfo=time_zone)
+    # The server's local time, taken as Home Assistant's (both usually sit in one home);
+    # one that a DST change skips is read as the offset before it, then normalised.
+    return datetime.combine(aired, clock, tzinfo=time_zone).astimezone(UTC).astimezone(time_zone)
 
 
 class EpisodeCalendar(EpisodeSyncEntity, CalendarEntity):
