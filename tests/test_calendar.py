@@ -97,6 +97,24 @@ async def test_events_of_a_day_all_day_and_timed(
     assert await _get_events(hass, calendar, dt_util.now(), dt_util.now() + timedelta(days=1)) == []
 
 
+async def test_an_index_still_built_at_unload_writes_no_state(
+    hass: HomeAssistant, plex_sim: PlexSimulator, air_day: date
+) -> None:
+    """A sync's new mirror is indexed in a thread; an unload meanwhile stops that: no state
+    is written for the removed entity. On Home Assistant 2025.4 such a write left the
+    timer of its next airing running, which the test harness fails as a lingering timer."""
+    entry = plex_entry(plex_sim)
+    await setup_entry(hass, entry)
+    calendar = entity_id(hass, entry, "calendar", "episodes")
+    plex_sim.model.add_episode(_first_show(plex_sim).id, 4, 1, air_date=air_day.isoformat())
+    await entry.runtime_data.coordinator.async_refresh()  # the index is being built
+    assert await hass.config_entries.async_unload(entry.entry_id)
+    await hass.async_block_till_done()
+    state = hass.states.get(calendar)
+    assert state is not None
+    assert state.state == "unavailable"
+
+
 async def test_calendar_http_api(
     hass: HomeAssistant,
     plex_sim: PlexSimulator,

@@ -13,6 +13,7 @@ range, found by bisection in the sorted list of distinct dates.
 
 from __future__ import annotations
 
+import asyncio
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
@@ -146,6 +147,8 @@ class EpisodeCalendar(EpisodeSyncEntity, CalendarEntity):
 
     _index: AirDateIndex | None = None
     _indexed: Mirror | None = None
+    #: The index being built for a new mirror, then written as the state.
+    _reindexing: asyncio.Task[None] | None = None
 
     async def async_added_to_hass(self) -> None:
         """Index the mirror before the first state is written."""
@@ -159,9 +162,22 @@ class EpisodeCalendar(EpisodeSyncEntity, CalendarEntity):
         if mirror is self._indexed:
             super()._handle_coordinator_update()
             return
-        self.coordinator.config_entry.async_create_task(
+        if self._reindexing is not None:
+            self._reindexing.cancel()  # overtaken: the newer one writes the state
+        self._reindexing = self.coordinator.config_entry.async_create_task(
             self.hass, self._async_reindex(mirror, write=True), "episode_sync calendar index"
         )
+
+    async def async_will_remove_from_hass(self) -> None:
+        """Stop an index still being built: its state write would set timers no one cancels.
+
+        ``CalendarEntity`` schedules the next state change (an airing's start
+        or end) at each write and cancels it on removal; a write after that
+        leaves the timer running.
+        """
+        if self._reindexing is not None:
+            self._reindexing.cancel()
+        await super().async_will_remove_from_hass()
 
     async def _async_reindex(self, mirror: Mirror, *, write: bool = False) -> None:
         """Build the index of the current mirror in an executor thread.
