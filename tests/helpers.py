@@ -158,6 +158,15 @@ def state_of(hass: HomeAssistant, entry: MockConfigEntry, platform: str, key: st
     return state.state
 
 
+def suggested_values(result: Any) -> dict[str, Any]:
+    """The values a form is filled in with, by field."""
+    return {
+        str(key): key.description["suggested_value"]
+        for key in result["data_schema"].schema
+        if key.description and "suggested_value" in key.description
+    }
+
+
 def library_choices(result: Any) -> dict[str, str]:
     """The libraries an options form offers: id -> label."""
     key = next(k for k in result["data_schema"].schema if str(k) == CONF_LIBRARIES)

@@ -31,7 +31,13 @@ from custom_components.episode_sync.const import (
     CONF_USER_ID,
     DOMAIN,
 )
-from tests.helpers import jellyfin_entry, library_choices, plex_entry, tv_library_ids
+from tests.helpers import (
+    jellyfin_entry,
+    library_choices,
+    plex_entry,
+    suggested_values,
+    tv_library_ids,
+)
 from tests.simulator.jellyfin import JellyfinSimulator
 from tests.simulator.plex import PlexSimulator
 
@@ -483,14 +489,6 @@ async def test_options_offline_keeps_libraries(
     assert library_choices(result) == {i: i for i in entry.options[CONF_LIBRARIES]}
 
 
-def _suggested(result: Any, key: str) -> Any:
-    """The value a form is filled in with for ``key``."""
-    for marker in result["data_schema"].schema:
-        if marker == key:
-            return (marker.description or {}).get("suggested_value")
-    raise KeyError(key)
-
-
 async def test_options_drop_a_library_gone_from_the_server(
     hass: HomeAssistant, plex_sim: PlexSimulator
 ) -> None:
@@ -503,7 +501,7 @@ async def test_options_drop_a_library_gone_from_the_server(
     )
     result = await hass.config_entries.options.async_init(entry.entry_id)
     assert "999" not in library_choices(result)
-    assert _suggested(result, CONF_LIBRARIES) == ids
+    assert suggested_values(result)[CONF_LIBRARIES] == ids
     result = await hass.config_entries.options.async_configure(
         result["flow_id"], {**entry.options, CONF_LIBRARIES: ids}
     )
@@ -520,7 +518,7 @@ async def test_options_say_why_the_libraries_cannot_be_listed(
     plex_sim.rotate_token()
     result = await hass.config_entries.options.async_init(entry.entry_id)
     assert result["errors"] == {"base": "invalid_auth"}
-    assert _suggested(result, CONF_LIBRARIES) == entry.options[CONF_LIBRARIES]
+    assert suggested_values(result)[CONF_LIBRARIES] == entry.options[CONF_LIBRARIES]
 
 
 async def test_jellyfin_reconfigure(

@@ -42,7 +42,13 @@ from custom_components.episode_sync.api.discovery import (
 )
 from custom_components.episode_sync.api.models import ServerKind
 from custom_components.episode_sync.const import CONF_CLIENT_ID, CONF_LIBRARIES, DOMAIN
-from tests.helpers import jellyfin_entry, plex_entry, setup_entry, tv_library_ids
+from tests.helpers import (
+    jellyfin_entry,
+    plex_entry,
+    setup_entry,
+    suggested_values,
+    tv_library_ids,
+)
 from tests.simulator.jellyfin import JellyfinSimulator
 from tests.simulator.plex import PlexSimulator
 
@@ -136,15 +142,6 @@ def test_jellyfin_answers_that_are_no_server(answer: bytes) -> None:
     assert parse_jellyfin(answer, "192.168.1.10") is None
 
 
-def _suggested(result: Any) -> dict[str, Any]:
-    """The values a form is filled with."""
-    return {
-        str(key): key.description["suggested_value"]
-        for key in result["data_schema"].schema
-        if key.description and "suggested_value" in key.description
-    }
-
-
 def _discovered(hass: HomeAssistant) -> list[Any]:
     return [
         flow
@@ -181,7 +178,7 @@ async def test_found_servers_are_offered_with_their_address_filled_in(
     # The form shows the found address; the user adds the token and goes on.
     result = await hass.config_entries.flow.async_configure(flows["plex"]["flow_id"])
     assert result["step_id"] == "plex"
-    assert _suggested(result) == {CONF_URL: plex_sim.url}
+    assert suggested_values(result) == {CONF_URL: plex_sim.url}
     result = await hass.config_entries.flow.async_configure(
         flows["plex"]["flow_id"], {CONF_URL: plex_sim.url, CONF_TOKEN: plex_sim.token}
     )
@@ -433,7 +430,7 @@ async def test_an_announced_plex_server_is_offered_before_any_entry_exists(
     (flow,) = hass.config_entries.flow.async_progress_by_handler(DOMAIN)
     assert flow["context"]["unique_id"] == plex_sim.machine_id
     assert flow["context"]["title_placeholders"] == {"name": plex_sim.name}
-    assert _suggested(result) == {CONF_URL: plex_sim.url}
+    assert suggested_values(result) == {CONF_URL: plex_sim.url}
     (asked,) = plex_sim.requests
     assert asked.path == "/identity"
     assert "X-Plex-Token" not in asked.headers
@@ -492,7 +489,7 @@ async def test_an_announcement_that_is_no_plex_server_is_dropped(
 
 
 def _suggested_url(result: Any) -> Any:
-    return _suggested(result).get(CONF_URL)
+    return suggested_values(result).get(CONF_URL)
 
 
 async def _form(hass: HomeAssistant, kind: str) -> Any:
