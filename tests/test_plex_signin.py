@@ -368,8 +368,9 @@ async def test_plextv_down_when_asking_for_a_pin_then_up(
     ("fault", "reason"),
     [
         (Fault(kind="status", path="/api/v2/resources", status=503), "cannot_connect"),
-        (Fault(kind="status", path="/api/v2/pins/", status=502), "cannot_connect"),
-        # aiohttp retries a GET whose kept-alive connection drops: reset them all.
+        # plex.tv unreachable through every poll; aiohttp retries a GET whose
+        # kept-alive connection drops, so every one is reset.
+        (Fault(kind="status", path="/api/v2/pins/", status=502, times=-1), "cannot_connect"),
         (Fault(kind="reset", path="/api/v2/pins/", times=-1), "cannot_connect"),
         (Fault(kind="malformed", path="/api/v2/resources"), "cannot_connect"),
         (Fault(kind="mutate", path="/api/v2/resources", mutate=lambda _: {}), "cannot_connect"),
@@ -398,6 +399,25 @@ async def test_plextv_failures_after_sign_in_abort(
     result = await _signed_in(hass, result)
     assert result["type"] is FlowResultType.ABORT
     assert result["reason"] == reason
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        Fault(kind="status", path="/api/v2/pins/", status=502),
+        Fault(kind="status", path="/api/v2/pins/", status=429, headers={"Retry-After": "1"}),
+        Fault(kind="reset", path="/api/v2/pins/", times=2),
+    ],
+)
+async def test_plextv_failing_a_poll_does_not_end_the_sign_in(
+    hass: HomeAssistant, plex_sim: PlexSimulator, plextv_sim: PlexTvSimulator, fault: Fault
+) -> None:
+    plextv_sim.add_server(plex_sim)
+    plextv_sim.authorize_next_pin(after_polls=2)
+    result = await _start(hass)
+    plextv_sim.add_fault(fault)
+    result = await _signed_in(hass, result)
+    assert result["step_id"] == "libraries"
 
 
 async def test_refused_account_token_aborts(

@@ -34,7 +34,12 @@ import aiohttp
 import orjson
 from yarl import URL
 
-from .errors import MediaServerError, MediaServerNotFoundError, MediaServerProtocolError
+from .errors import (
+    MediaServerConnectionError,
+    MediaServerError,
+    MediaServerNotFoundError,
+    MediaServerProtocolError,
+)
 from .http import HttpTransport, to_int
 from .plex import PRODUCT, VERSION
 
@@ -194,15 +199,27 @@ class PlexTvClient:
 
         Counted in polls rather than read off a clock, so the number of requests
         is known: ``ceil(give_up_after / interval)``, the first one at once.
+        A poll that fails to reach plex.tv is not the end of the sign-in.
         The defaults are the module's constants, read now (tests shorten them).
         """
         interval = PIN_POLL_INTERVAL if interval is None else interval
         give_up_after = PIN_TIMEOUT if give_up_after is None else give_up_after
+        failure: MediaServerConnectionError | None = None
         for attempt in range(max(1, math.ceil(give_up_after / interval))):
             if attempt:
                 await asyncio.sleep(interval)
-            if (token := await self.check_pin(pin)) is not None:
+            try:
+                token = await self.check_pin(pin)
+            except MediaServerConnectionError as err:
+                # A Wi-Fi blip or a 502 from plex.tv during the minutes the user
+                # takes to sign in must not cost them the sign-in: ask again.
+                failure = err
+                continue
+            failure = None
+            if token is not None:
                 return token
+        if failure is not None:
+            raise failure  # plex.tv stayed unreachable to the end: say so, not "too slow"
         raise PlexTvSignInTimeoutError("nobody signed in to plex.tv in time")
 
     # -- servers ------------------------------------------------------------------------
