@@ -356,6 +356,14 @@ async def test_plex_leaves_are_paged_and_images_need_the_token(
     async with session.get(thumb, headers={"X-Plex-Token": plex_sim.token}) as reply:
         assert reply.content_type == "image/png"
         assert (await reply.read()).startswith(b"\x89PNG")
+    # Without artwork: no thumb field (nor the show's on its episodes), and 404.
+    show.has_image = early.has_image = False
+    _, bare = await _plex(session, plex_sim, f"/library/metadata/{show.id}/allLeaves")
+    row = next(r for r in bare["Metadata"] if r["ratingKey"] == early.id)
+    assert not {"thumb", "grandparentThumb"} & row.keys()
+    assert all("grandparentThumb" not in r and "thumb" in r for r in bare["Metadata"][1:])
+    async with session.get(thumb, headers={"X-Plex-Token": plex_sim.token}) as reply:
+        assert reply.status == 404
 
 
 # -- Plex: content model ---------------------------------------------------------------------
@@ -849,6 +857,36 @@ async def test_jellyfin_fields_gating_and_no_date_last_saved(
     episode = next(i for i in asked["Items"] if i["Type"] == "Episode")
     assert extra <= episode.keys()
     assert all("DateLastSaved" not in item for item in asked["Items"])
+
+
+async def test_jellyfin_image_tags_follow_the_image_options(
+    jellyfin_sim: JellyfinSimulator, session: aiohttp.ClientSession
+) -> None:
+    """``ImageTags`` with images on (the default), ``{}`` when none passes; blurhashes always."""
+    token, user_id = await _login(session, jellyfin_sim)
+    show = _first_show(jellyfin_sim)
+    bare, pictured = list(show.episodes.values())[:2]
+    bare.has_image = False
+    path = f"/Shows/{show.id}/Episodes"
+
+    async def tags(**options: str) -> dict[str, Any]:
+        _, reply = await _jf(session, jellyfin_sim, path, token, userId=user_id, **options)
+        rows = {row["Id"]: row for row in reply["Items"]}
+        assert all("ImageBlurHashes" in row for row in rows.values())
+        return {i: rows[i].get("ImageTags") for i in (bare.id, pictured.id)}
+
+    default = await tags()
+    assert default[bare.id] == {}
+    assert set(default[pictured.id]) == {"Primary"}
+    assert await tags(EnableImageTypes="Primary", ImageTypeLimit="1") == default
+    assert await tags(EnableImages="false") == {bare.id: None, pictured.id: None}
+    assert await tags(EnableImageTypes="Backdrop") == {bare.id: {}, pictured.id: {}}
+    assert await tags(ImageTypeLimit="0") == {bare.id: {}, pictured.id: {}}
+    header = {"Authorization": f'MediaBrowser Client="t", Token="{token}"'}
+    for item, status in ((bare, 404), (pictured, 200)):
+        url = f"{jellyfin_sim.url}/Items/{item.id}/Images/Primary"
+        async with session.get(url, headers=header) as reply:
+            assert reply.status == status
 
 
 async def test_jellyfin_route_counters(

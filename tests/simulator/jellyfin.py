@@ -569,7 +569,7 @@ class JellyfinSimulator(SimServer):
         selected = self._select(parent, recursive=recursive or parent is None)
         assert selected is not None
         shows, seasons, episodes = selected
-        fields = _csv(q, "fields")
+        fields = _row_fields(q)
         wants_virtual = _virtual_filter(q)
 
         def keep(item_id: str, saved_at: float | None, virtual: bool) -> bool:
@@ -631,7 +631,7 @@ class JellyfinSimulator(SimServer):
         if show is None:
             return web.Response(status=404)
         q = _query(request)
-        fields = _csv(q, "fields")
+        fields = _row_fields(q)
         season: int | None = None
         if (season_id := q.get("seasonid")) is not None:
             found = self.model.find_season(season_id)
@@ -663,7 +663,7 @@ class JellyfinSimulator(SimServer):
         if show is None:
             return web.Response(status=404)
         q = _query(request)
-        fields = _csv(q, "fields")
+        fields = _row_fields(q)
         user_data = (
             self._request_user(request, q) is not None
             and q.get("enableuserdata", "true").lower() != "false"
@@ -682,8 +682,10 @@ class JellyfinSimulator(SimServer):
         # token so a test proves the client sends it.
         if (refused := self._gate(request)) is not None:
             return refused
-        item = request.match_info["iid"]
-        if self.model.find_show(item) is None and self.model.find_episode(item) is None:
+        found = self.model.find_show(request.match_info["iid"]) or self.model.find_episode(
+            request.match_info["iid"]
+        )
+        if found is None or not found.has_image:
             return web.Response(status=404)
         return web.Response(body=PNG_1X1, content_type="image/png")
 
@@ -712,7 +714,7 @@ class JellyfinSimulator(SimServer):
         if self._request_user(request, q) is None:
             return web.Response(status=404)
         types = _csv(q, "includeitemtypes")
-        fields = _csv(q, "fields")
+        fields = _row_fields(q)
         played = q.get("isplayed", "").lower()
 
         def listed(episode: SimEpisode) -> bool:
@@ -754,7 +756,7 @@ class JellyfinSimulator(SimServer):
         q = _query(request)
         if self._request_user(request, q) is None:
             return web.Response(status=404)
-        fields = _csv(q, "fields")
+        fields = _row_fields(q)
         found: list[tuple[int, dict[str, Any]]] = []
         shows = self._scope(q, "seriesid") if "seriesid" in q else self._scope(q)
         for show in shows:
@@ -777,7 +779,7 @@ class JellyfinSimulator(SimServer):
             return refused
         q = _query(request)
         user_data = self._request_user(request, q) is not None
-        fields = _csv(q, "fields")
+        fields = _row_fields(q)
         today = datetime.fromtimestamp(self.clock.now(), UTC).date()
         since = (today - timedelta(days=1)).isoformat()
         pairs = [
@@ -817,6 +819,7 @@ class JellyfinSimulator(SimServer):
             "ProductionYear": show.year,
             "LocationType": "FileSystem",
         }
+        _add_images(row, show.has_image, _etag(show.saved_at), fields)
         # Counts and user data need a user (Folder.FillUserDataDtoValues): an
         # API key without userId never sees them (docs: jellyfin §3).
         if user_data:
@@ -899,9 +902,9 @@ class JellyfinSimulator(SimServer):
             "SeasonName": f"Season {episode.season}" if episode.season is not None else "",
             "LocationType": "Virtual" if episode.virtual else "FileSystem",
             "MediaType": "Video",
-            "ImageTags": {"Primary": _etag(episode.saved_at)},
             "RunTimeTicks": episode.duration_ms * 10_000,
         }
+        _add_images(row, episode.has_image, _etag(episode.saved_at), fields)
         if user_data:
             row["UserData"] = {
                 "PlaybackPositionTicks": 0,
@@ -971,6 +974,43 @@ def _query(request: web.Request) -> dict[str, str]:
         name = key.lower()
         q[name] = f"{q[name]},{value}" if name in q else value
     return q
+
+
+#: Pseudo-fields ``_row_fields`` adds: the rows carry image tags, and the Primary one.
+_IMAGES = "@images"
+_PRIMARY = "@primary"
+#: A blurhash (the format's own example): Jellyfin sends one beside each tag.
+_BLURHASH = "LEHV6nWB2yk8pyo0adR*.7kCMdnj"
+
+
+def _row_fields(q: dict[str, str]) -> set[str]:
+    """The ``Fields`` a listing asked for, plus what its image options let through.
+
+    Jellyfin.Api ``DtoExtensions.AddAdditionalDtoOptions``: ``EnableImages``
+    defaults to true, ``ImageTypeLimit`` to no limit, and an empty
+    ``EnableImageTypes`` means every type.
+    """
+    fields = _csv(q, "fields")
+    if q.get("enableimages", "true").lower() != "false":
+        fields.add(_IMAGES)
+        types = _csv(q, "enableimagetypes")
+        if int(q.get("imagetypelimit") or 1 << 31) > 0 and (not types or "primary" in types):
+            fields.add(_PRIMARY)
+    return fields
+
+
+def _add_images(row: dict[str, Any], has_image: bool, tag: str, fields: set[str]) -> None:
+    """An item's image fields as ``DtoService.AttachBasicFields`` writes them.
+
+    ``ImageBlurHashes`` always (empty without images); ``ImageTags`` only
+    with images enabled, empty when the item has none of the types asked.
+    """
+    row["ImageBlurHashes"] = {}
+    if _IMAGES in fields:
+        row["ImageTags"] = {}
+        if has_image and _PRIMARY in fields:
+            row["ImageTags"]["Primary"] = tag
+            row["ImageBlurHashes"]["Primary"] = {tag: _BLURHASH}
 
 
 def _csv(q: dict[str, str], name: str) -> set[str]:

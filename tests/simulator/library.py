@@ -99,6 +99,10 @@ class SimEpisode:
     #: Plex keeps trashed items (auto-empty off) with ``deletedAt`` set.
     deleted_at: int | None = None
     guid: str = ""
+    #: Whether the server has artwork for it (a still the scanner could not
+    #: grab, an agent that found none: Plex leaves ``thumb`` out, Jellyfin's
+    #: ``ImageTags`` have no ``Primary``, and both answer 404 for the image).
+    has_image: bool = True
 
     @property
     def watched(self) -> bool:
@@ -121,6 +125,8 @@ class SimShow:
     #: Jellyfin's hidden DateLastSaved of each season row (set when it is created).
     season_saved_at: dict[int, float] = field(default_factory=dict)
     episodes: dict[str, SimEpisode] = field(default_factory=dict)
+    #: Whether the server has a poster for it (see ``SimEpisode.has_image``).
+    has_image: bool = True
 
     def real_episodes(self) -> list[SimEpisode]:
         """Episodes that exist as files (not virtual, not trashed)."""

@@ -617,7 +617,8 @@ class PlexSimulator(SimServer):
         if (denied := self._guard(request)) is not None:
             return denied
         key = request.match_info["key"]
-        if self.model.find_show(key) is None and self.model.find_episode(key) is None:
+        item = self.model.find_show(key) or self.model.find_episode(key)
+        if item is None or not item.has_image:
             return self._not_found()
         # A 1x1 PNG: enough to prove the bytes arrive.
         return web.Response(
@@ -803,6 +804,10 @@ class PlexSimulator(SimServer):
             # External ids: only with includeGuids=1 (SPEC /all params), see _trim.
             "Guid": [{"id": f"tvdb://{int(show.id) * 3}"}],
         }
+        if (
+            not show.has_image
+        ):  # absent, not empty (docs: plex §10, "optional fields really absent")
+            del row["thumb"], row["art"]
         if watched:
             row["lastViewedAt"] = max(e.last_viewed_at or 0 for e in watched)
         return row
@@ -841,6 +846,10 @@ class PlexSimulator(SimServer):
                 {"id": int(episode.id), "duration": episode.duration_ms, "Part": [{"id": 1}]}
             ],
         }
+        if not episode.has_image:
+            del row["thumb"]
+        if not show.has_image:
+            del row["grandparentThumb"]
         if season_key is not None:
             row["parentRatingKey"] = season_key
             row["parentIndex"] = episode.season
