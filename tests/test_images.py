@@ -195,6 +195,43 @@ async def test_plex_item_without_artwork_has_no_path(
     assert plex_sim.count("/thumb/") == 0
 
 
+@pytest.mark.parametrize("server", ["plex", "jellyfin"])
+async def test_episode_the_server_has_no_still_for_gets_no_path(
+    hass: HomeAssistant,
+    plex_sim: PlexSimulator,
+    jellyfin_sim: JellyfinSimulator,
+    freezer: FrozenDateTimeFactory,
+    hass_client: ClientSessionGenerator,
+    server: str,
+) -> None:
+    """No broken image: no still path (event, sensor, card fan art), 404 by id, after restarts."""
+    sim: PlexSimulator | JellyfinSimulator = plex_sim if server == "plex" else jellyfin_sim
+    entry = await entry_for(sim)
+    await setup_entry(hass, entry)
+    events = async_capture_events(hass, EVENT_NEW_EPISODE)
+    episode = sim.model.add_episode(_first_show(sim).id, 4, 1, title="Bare")
+    episode.has_image = False
+    await next_poll(hass, freezer)
+    assert [e.data["thumb"] for e in events] == [None]
+    assert events[0].data["poster"] is not None
+    newest = _newest(hass, entry)
+    assert (newest["title"], newest["thumb"]) == ("Bare", None)
+    state = hass.states.get(entity_id(hass, entry, "sensor", "new_episodes"))
+    assert state is not None
+    card = state.attributes["data"][1]
+    assert (card["episode"], card["fanart"], card["poster"]) == ("Bare", "", newest["poster"])
+
+    client = await hass_client()
+    sim.clear_log()
+    still = f"/api/episode_sync/image/{entry.entry_id}/{episode.show_id}/{episode.id}"
+    assert (await client.get(still)).status == 404
+    assert sim.requests == []  # known to be missing: the server is not asked
+    # What the mirror knows survives a restart (the stored mirror).
+    assert await hass.config_entries.async_reload(entry.entry_id)
+    await hass.async_block_till_done()
+    assert _newest(hass, entry)["thumb"] is None
+
+
 async def test_signed_paths_stay_stable_between_syncs(
     hass: HomeAssistant, plex_sim: PlexSimulator, freezer: FrozenDateTimeFactory
 ) -> None:
