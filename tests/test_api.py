@@ -296,6 +296,39 @@ async def test_jellyfin_versions(
         await sim.close()
 
 
+async def test_jellyfin_rolled_back_server_gets_the_delta_it_understands(
+    session: aiohttp.ClientSession, socket_enabled: Any
+) -> None:
+    """10.11 read, then 10.10 running: one 500, the version read again, the older filter."""
+    sim = JellyfinSimulator(version="10.11.7")
+    sim.model.generate(shows=2, seasons=1, episodes=3)
+    await sim.start()
+    try:
+        client = await _jellyfin(sim, session)
+        await client.public_info()
+        assert len(await client.changed_episodes([], 0)) == 6
+        sim.version, sim.version_tuple = "10.10.7", (10, 10)
+        sim.clear_log()
+        assert len(await client.changed_episodes([], 0)) == 6
+        asked = [
+            (r.path, sorted(k for k in r.query if k.startswith("MinDate"))) for r in sim.requests
+        ]
+        assert asked == [
+            ("/Items", ["MinDateLastSaved"]),
+            ("/System/Info/Public", []),
+            ("/Items", ["MinDateLastSavedForUser"]),
+        ]
+        assert client.version == (10, 10, 7)
+        # A 500 that is not the version's is the server's: reported, asked once more only.
+        sim.clear_log()
+        sim.add_fault(Fault(kind="status", status=500, path="/Items"))
+        with pytest.raises(MediaServerUnavailableError):
+            await client.changed_episodes([], 0)
+        assert [r.path for r in sim.requests] == ["/Items", "/System/Info/Public"]
+    finally:
+        await sim.close()
+
+
 async def test_jellyfin_virtual_episodes_and_starting_up(
     jellyfin_sim: JellyfinSimulator, session: aiohttp.ClientSession
 ) -> None:

@@ -34,6 +34,7 @@ from .errors import (
     MediaServerForbiddenError,
     MediaServerNotFoundError,
     MediaServerProtocolError,
+    MediaServerUnavailableError,
     WrongServerError,
 )
 from .http import HttpClient, objects, to_int, to_seconds
@@ -362,9 +363,25 @@ class JellyfinClient(HttpClient):
         """Episodes saved at or after server time ``since``: one query for the server.
 
         The answer spans every library; the engine places episodes by series.
+        The filter's name depends on the version, read once per client: a
+        server rolled back since (10.11 to 10.10 after a failed upgrade)
+        answers the newer name with a 500, so on a 500 the version is read
+        again, and the query asked again only when it changed.
         """
         if self.version is None:
             await self.public_info()
+        known = self.version
+        try:
+            return await self._changed_since(since)
+        except MediaServerUnavailableError as err:
+            if err.status != 500:
+                raise
+            await self.public_info()
+            if self.version == known:
+                raise
+        return await self._changed_since(since)
+
+    async def _changed_since(self, since: int) -> list[EpisodeRow]:
         assert self.version is not None
         name = (
             "MinDateLastSaved" if self.version >= DELTA_FIX_VERSION else "MinDateLastSavedForUser"
