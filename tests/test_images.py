@@ -195,21 +195,17 @@ async def test_plex_item_without_artwork_has_no_path(
     assert plex_sim.count("/thumb/") == 0
 
 
-@pytest.mark.parametrize("server", ["plex", "jellyfin"])
-async def test_episode_the_server_has_no_still_for_gets_no_path(
+async def test_plex_episode_without_a_still_gets_no_path(
     hass: HomeAssistant,
     plex_sim: PlexSimulator,
-    jellyfin_sim: JellyfinSimulator,
     freezer: FrozenDateTimeFactory,
     hass_client: ClientSessionGenerator,
-    server: str,
 ) -> None:
     """No broken image: no still path (event, sensor, card fan art), 404 by id, after restarts."""
-    sim: PlexSimulator | JellyfinSimulator = plex_sim if server == "plex" else jellyfin_sim
-    entry = await entry_for(sim)
+    entry = plex_entry(plex_sim)
     await setup_entry(hass, entry)
     events = async_capture_events(hass, EVENT_NEW_EPISODE)
-    episode = sim.model.add_episode(_first_show(sim).id, 4, 1, title="Bare")
+    episode = plex_sim.model.add_episode(_first_show(plex_sim).id, 4, 1, title="Bare")
     episode.has_image = False
     await next_poll(hass, freezer)
     assert [e.data["thumb"] for e in events] == [None]
@@ -222,14 +218,45 @@ async def test_episode_the_server_has_no_still_for_gets_no_path(
     assert (card["episode"], card["fanart"], card["poster"]) == ("Bare", "", newest["poster"])
 
     client = await hass_client()
-    sim.clear_log()
+    plex_sim.clear_log()
     still = f"/api/episode_sync/image/{entry.entry_id}/{episode.show_id}/{episode.id}"
     assert (await client.get(still)).status == 404
-    assert sim.requests == []  # known to be missing: the server is not asked
+    assert plex_sim.requests == []  # known to be missing: the server is not asked
     # What the mirror knows survives a restart (the stored mirror).
     assert await hass.config_entries.async_reload(entry.entry_id)
     await hass.async_block_till_done()
     assert _newest(hass, entry)["thumb"] is None
+
+
+async def test_jellyfin_episode_without_a_still_shows_its_series_poster(
+    hass: HomeAssistant,
+    jellyfin_sim: JellyfinSimulator,
+    freezer: FrozenDateTimeFactory,
+    hass_client_no_auth: ClientSessionGenerator,
+) -> None:
+    """Jellyfin's listings do not say: the still's 404 is answered with the series' poster."""
+    entry = await entry_for(jellyfin_sim)
+    await setup_entry(hass, entry)
+    show = _first_show(jellyfin_sim)
+    episode = jellyfin_sim.model.add_episode(show.id, 4, 1, title="Bare")
+    episode.has_image = False
+    await next_poll(hass, freezer)
+    newest = _newest(hass, entry)
+    assert newest["title"] == "Bare"
+    client = await hass_client_no_auth()
+    jellyfin_sim.clear_log()
+    response = await client.get(newest["thumb"])
+    assert response.status == 200
+    assert await response.read() == PNG_1X1
+    assert [r.path for r in jellyfin_sim.requests] == [
+        f"/Items/{episode.id}/Images/Primary",  # 404
+        f"/Items/{show.id}/Images/Primary",
+    ]
+    # A series without a poster has nothing to stand in: 404, one request.
+    show.has_image = False
+    jellyfin_sim.clear_log()
+    assert (await client.get(newest["poster"])).status == 404
+    assert len(jellyfin_sim.requests) == 1
 
 
 async def test_signed_paths_stay_stable_between_syncs(

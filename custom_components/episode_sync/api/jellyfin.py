@@ -48,14 +48,6 @@ DEVICE_NAME = "Episode Sync"
 SERIES_PAGE_SIZE = 1000
 #: Below this version ``MinDateLastSaved`` alone fails; use the ForUser variant.
 DELTA_FIX_VERSION = (10, 11)
-#: An episode's ``thumb`` when its listing says it has no primary image (a
-#: still the server could not extract). Only that is kept, not the image tag:
-#: one shared empty string costs a 100,000-episode mirror nothing.
-NO_IMAGE = ""
-#: What episode listings ask of images: only whether a Primary one exists.
-#: Jellyfin then adds that tag and its blurhash (DtoService
-#: ``AttachBasicFields``), about 100 bytes a row, instead of every type's.
-_PRIMARY_IMAGE_ONLY = {"EnableImages": "true", "EnableImageTypes": "Primary", "ImageTypeLimit": "1"}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -208,10 +200,26 @@ class JellyfinClient(HttpClient):
         return self.user_id
 
     async def image(self, item: Show | Episode) -> MediaImage:
-        """The item's primary image (a series' poster, an episode's still)."""
-        if self.image_version(item) is None:
-            raise MediaServerNotFoundError(f"Jellyfin has no image for {item.id}")
-        path = f"/Items/{quote(item.id, safe='')}/Images/Primary"
+        """The item's primary image: a series' poster, an episode's still or its series' poster.
+
+        Listings carry no image data, so whether an episode has a still is
+        found out here. Asked for in the listings (only the Primary tag), it
+        added about 140 bytes and three dictionaries to every row, and that
+        set off a full pass of the garbage collector (150 ms on the loop) in
+        a 100,000-episode full sync (``script/bench``). Without a still (a
+        404), the series' poster stands in, as Jellyfin's own web client
+        falls back to the series' image for an episode without one
+        (jellyfin-web ``cardBuilder``), so a card never shows a broken image.
+        """
+        try:
+            return await self._primary_image(item.id)
+        except MediaServerNotFoundError:
+            if isinstance(item, Show):
+                raise
+        return await self._primary_image(item.show_id)
+
+    async def _primary_image(self, item_id: str) -> MediaImage:
+        path = f"/Items/{quote(item_id, safe='')}/Images/Primary"
         body = await self._images.request(
             "GET",
             path,
@@ -221,16 +229,11 @@ class JellyfinClient(HttpClient):
 
     @staticmethod
     def image_version(item: Show | Episode) -> str | None:
-        """None for an episode listed without a primary image; else a path with no version.
+        """Every item has a primary-image path (see ``image``); no version.
 
-        The mirror keeps no image tags, so no version. Series are listed at
-        every sync, so their listing asks for no images (``EnableImages=false``,
-        the bytes of an unchanged sync): a series' poster path is always
-        published, and a series without one answers 404. An episode parsed
-        before its listings asked (a stored mirror from an older version)
-        has ``thumb`` None too, and keeps its path as before.
+        The mirror keeps no image tags (listings ask ``EnableImages=false``).
         """
-        return None if item.thumb == NO_IMAGE else ""
+        return ""
 
     # -- identity ---------------------------------------------------------------------
 
@@ -334,7 +337,7 @@ class JellyfinClient(HttpClient):
             "ExcludeLocationTypes": "Virtual",
             "Fields": "DateCreated",
             "EnableUserData": "true",
-            **_PRIMARY_IMAGE_ONLY,
+            "EnableImages": "false",
         }
 
     async def episodes(self, library_id: str) -> list[EpisodeRow]:
@@ -354,7 +357,7 @@ class JellyfinClient(HttpClient):
                 "isMissing": "false",
                 "Fields": "DateCreated",
                 "EnableUserData": "true",
-                **_PRIMARY_IMAGE_ONLY,
+                "EnableImages": "false",
             },
             lambda items: _episodes(items, library_id),
         )
@@ -441,21 +444,8 @@ async def _episodes(items: list[dict[str, Any]], library_id: str) -> list[Episod
                     watched=bool((item.get("UserData") or {}).get("Played", False)),
                     # RunTimeTicks are 100 ns units (.NET ticks).
                     duration=to_seconds(item.get("RunTimeTicks"), 10_000_000),
-                    thumb=_thumb(item),
                 )
             )
         except (KeyError, TypeError) as err:
             raise MediaServerProtocolError(f"Jellyfin sent an incomplete episode: {err!r}") from err
     return episodes
-
-
-def _thumb(item: Mapping[str, Any]) -> str | None:
-    """``NO_IMAGE`` when the row's image tags hold no Primary one, else None.
-
-    ``ImageTags`` is there whenever images are enabled, ``{}`` for an item
-    without any (DtoService ``AttachBasicFields``). Rows without it (a
-    proxy's trimmed answer) say nothing: the path stays published, and a
-    404 from the server tells.
-    """
-    tags = item.get("ImageTags")
-    return NO_IMAGE if isinstance(tags, dict) and not tags.get("Primary") else None
