@@ -165,62 +165,46 @@ async def test_authenticated_client_unknown_ids_and_server_failures(
     assert (await client.get(f"{base}/{show.id}")).status == 404
 
 
-async def test_plex_item_without_artwork_has_no_path(
-    hass: HomeAssistant, plex_sim: PlexSimulator, freezer: FrozenDateTimeFactory,
-    hass_client: ClientSessionGenerator,
-) -> None:  # fmt: skip
-    """An agent's absolute URL (or no thumb at all) is no artwork: no path, and 404 by id."""
-
-    def strip_thumbs(payload: Any) -> Any:
-        for row in payload["MediaContainer"].get("Metadata", []):
-            if row.get("title") == "Bare":
-                row["thumb"] = "https://metadata.example/poster.jpg"
-        return payload
-
-    entry = plex_entry(plex_sim)
-    await setup_entry(hass, entry)
-    plex_sim.add_fault(Fault(kind="mutate", mutate=strip_thumbs, times=-1))
-    plex_sim.model.add_episode(_first_show(plex_sim).id, 4, 2, title="Bare")
-    await next_poll(hass, freezer)
-    newest = _newest(hass, entry)
-    assert newest["title"] == "Bare"
-    assert newest["thumb"] is None
-    assert newest["poster"] is not None
-    episode = next(e for e in plex_sim.model.all_episodes() if e.title == "Bare")
-    client = await hass_client()
-    plex_sim.clear_log()
-    base = f"/api/episode_sync/image/{entry.entry_id}"
-    response = await client.get(f"{base}/{episode.show_id}/{episode.id}")
-    assert response.status == 404
-    assert plex_sim.count("/thumb/") == 0
-
-
 async def test_plex_episode_without_a_still_gets_no_path(
     hass: HomeAssistant,
     plex_sim: PlexSimulator,
     freezer: FrozenDateTimeFactory,
     hass_client: ClientSessionGenerator,
 ) -> None:
-    """No broken image: no still path (event, sensor, card fan art), 404 by id, after restarts."""
+    """No thumb, or an agent's absolute URL: no still path anywhere, 404 by id, after restarts."""
+
+    def agent_thumb(payload: Any) -> Any:
+        for row in payload["MediaContainer"].get("Metadata", []):
+            if row.get("title") == "Agent":
+                row["thumb"] = "https://metadata.example/poster.jpg"
+        return payload
+
     entry = plex_entry(plex_sim)
     await setup_entry(hass, entry)
     events = async_capture_events(hass, EVENT_NEW_EPISODE)
-    episode = plex_sim.model.add_episode(_first_show(plex_sim).id, 4, 1, title="Bare")
-    episode.has_image = False
+    plex_sim.add_fault(Fault(kind="mutate", mutate=agent_thumb, times=-1))
+    show = _first_show(plex_sim)
+    bare = plex_sim.model.add_episode(show.id, 4, 1, title="Bare")
+    bare.has_image = False
+    agent = plex_sim.model.add_episode(show.id, 4, 2, title="Agent")
     await next_poll(hass, freezer)
-    assert [e.data["thumb"] for e in events] == [None]
-    assert events[0].data["poster"] is not None
-    newest = _newest(hass, entry)
-    assert (newest["title"], newest["thumb"]) == ("Bare", None)
+    assert [(e.data["title"], e.data["thumb"]) for e in events] == [("Bare", None), ("Agent", None)]
+    assert all(e.data["poster"] is not None for e in events)
     state = hass.states.get(entity_id(hass, entry, "sensor", "new_episodes"))
     assert state is not None
+    assert [(e["title"], e["thumb"]) for e in state.attributes["episodes"][:2]] == [
+        ("Agent", None),
+        ("Bare", None),
+    ]
     card = state.attributes["data"][1]
-    assert (card["episode"], card["fanart"], card["poster"]) == ("Bare", "", newest["poster"])
+    assert (card["episode"], card["fanart"]) == ("Agent", "")
+    assert card["poster"] == state.attributes["episodes"][0]["poster"]
 
     client = await hass_client()
     plex_sim.clear_log()
-    still = f"/api/episode_sync/image/{entry.entry_id}/{episode.show_id}/{episode.id}"
-    assert (await client.get(still)).status == 404
+    base = f"/api/episode_sync/image/{entry.entry_id}/{show.id}"
+    for episode in (bare, agent):
+        assert (await client.get(f"{base}/{episode.id}")).status == 404
     assert plex_sim.requests == []  # known to be missing: the server is not asked
     # What the mirror knows survives a restart (the stored mirror).
     assert await hass.config_entries.async_reload(entry.entry_id)

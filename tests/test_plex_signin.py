@@ -372,6 +372,13 @@ async def test_plextv_down_when_asking_for_a_pin_then_up(
         # kept-alive connection drops, so every one is reset.
         (Fault(kind="status", path="/api/v2/pins/", status=502, times=-1), "cannot_connect"),
         (Fault(kind="reset", path="/api/v2/pins/", times=-1), "cannot_connect"),
+        # A poll that fails is asked again: the sign-in goes on (reason None).
+        (Fault(kind="status", path="/api/v2/pins/", status=502), None),
+        (
+            Fault(kind="status", path="/api/v2/pins/", status=429, headers={"Retry-After": "1"}),
+            None,
+        ),
+        (Fault(kind="reset", path="/api/v2/pins/", times=2), None),
         (Fault(kind="malformed", path="/api/v2/resources"), "cannot_connect"),
         (Fault(kind="mutate", path="/api/v2/resources", mutate=lambda _: {}), "cannot_connect"),
         (
@@ -384,12 +391,12 @@ async def test_plextv_down_when_asking_for_a_pin_then_up(
         ),
     ],
 )
-async def test_plextv_failures_after_sign_in_abort(
+async def test_plextv_failures_while_and_after_signing_in(
     hass: HomeAssistant,
     plex_sim: PlexSimulator,
     plextv_sim: PlexTvSimulator,
     fault: Fault,
-    reason: str,
+    reason: str | None,
 ) -> None:
     plextv_sim.add_server(plex_sim)
     # The first poll may be under way already: the fault hits it or the next one.
@@ -397,27 +404,11 @@ async def test_plextv_failures_after_sign_in_abort(
     result = await _start(hass)
     plextv_sim.add_fault(fault)
     result = await _signed_in(hass, result)
-    assert result["type"] is FlowResultType.ABORT
-    assert result["reason"] == reason
-
-
-@pytest.mark.parametrize(
-    "fault",
-    [
-        Fault(kind="status", path="/api/v2/pins/", status=502),
-        Fault(kind="status", path="/api/v2/pins/", status=429, headers={"Retry-After": "1"}),
-        Fault(kind="reset", path="/api/v2/pins/", times=2),
-    ],
-)
-async def test_plextv_failing_a_poll_does_not_end_the_sign_in(
-    hass: HomeAssistant, plex_sim: PlexSimulator, plextv_sim: PlexTvSimulator, fault: Fault
-) -> None:
-    plextv_sim.add_server(plex_sim)
-    plextv_sim.authorize_next_pin(after_polls=2)
-    result = await _start(hass)
-    plextv_sim.add_fault(fault)
-    result = await _signed_in(hass, result)
-    assert result["step_id"] == "libraries"
+    if reason is None:
+        assert result["step_id"] == "libraries"
+    else:
+        assert result["type"] is FlowResultType.ABORT
+        assert result["reason"] == reason
 
 
 async def test_refused_account_token_aborts(
