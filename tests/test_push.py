@@ -847,6 +847,9 @@ def test_plex_timeline_rules() -> None:
         {"identifier": LIB, "sectionID": "3", "itemID": "10", "state": 3},
         {"identifier": LIB, "sectionID": "3", "itemID": "11", "state": 0},
         {"identifier": "tv.plex.providers.epg.cloud:4", "sectionID": "3", "state": 9},
+        # No section named: somewhere on the server.
+        {"identifier": LIB, "sectionID": "-1", "itemID": "12", "type": -1},
+        {"identifier": LIB, "itemID": "13", "type": -1},
         "not an entry",
     )
     assert plex_hints(frame) == [
@@ -855,6 +858,8 @@ def test_plex_timeline_rules() -> None:
         PushHint(HintKind.CHANGED, "3", "7"),
         PushHint(HintKind.DELETED, "3", "8"),
         PushHint(HintKind.DELETED, "3", "9"),
+        PushHint(HintKind.DELETED, None, "12"),
+        PushHint(HintKind.DELETED, None, "13"),
     ]
 
 

@@ -138,6 +138,11 @@ def _timeline_hint(entry: Mapping[str, Any]) -> PushHint | None:
         return None
     state, meta = entry.get("state"), entry.get("metadataState")
     section, item = _str(entry.get("sectionID")), _str(entry.get("itemID"))
+    if section is not None and not section.isdigit():
+        # Sections are numbered from 1. Anything else (a "-1", as a deletion's
+        # ``type: -1`` entry might carry: it "tells you only the id", docs:
+        # plex §7; UNCONFIRMED) names no section: every library is looked at.
+        section = None
     if state == PLEX_STATE_DELETED or meta == "deleted" or entry.get("type") == PLEX_TYPE_DELETED:
         return PushHint(HintKind.DELETED, library_id=section, item_id=item)
     if state == PLEX_STATE_PROCESSED or (state == PLEX_STATE_CREATED and meta == "created"):
