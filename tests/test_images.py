@@ -184,8 +184,7 @@ async def test_plex_episode_without_a_still_gets_no_path(
     events = async_capture_events(hass, EVENT_NEW_EPISODE)
     plex_sim.add_fault(Fault(kind="mutate", mutate=agent_thumb, times=-1))
     show = _first_show(plex_sim)
-    bare = plex_sim.model.add_episode(show.id, 4, 1, title="Bare")
-    bare.has_image = False
+    bare = plex_sim.model.add_episode(show.id, 4, 1, title="Bare", has_image=False)
     agent = plex_sim.model.add_episode(show.id, 4, 2, title="Agent")
     await next_poll(hass, freezer)
     assert [(e.data["title"], e.data["thumb"]) for e in events] == [("Bare", None), ("Agent", None)]
@@ -222,8 +221,7 @@ async def test_jellyfin_episode_without_a_still_shows_its_series_poster(
     entry = await entry_for(jellyfin_sim)
     await setup_entry(hass, entry)
     show = _first_show(jellyfin_sim)
-    episode = jellyfin_sim.model.add_episode(show.id, 4, 1, title="Bare")
-    episode.has_image = False
+    episode = jellyfin_sim.model.add_episode(show.id, 4, 1, title="Bare", has_image=False)
     await next_poll(hass, freezer)
     newest = _newest(hass, entry)
     assert newest["title"] == "Bare"

@@ -102,6 +102,8 @@ class SimEpisode:
     #: Whether the server has artwork for it (a still the scanner could not
     #: grab, an agent that found none: Plex leaves ``thumb`` out, Jellyfin's
     #: ``ImageTags`` have no ``Primary``, and both answer 404 for the image).
+    #: Listings are rendered once per content change: set in place, it shows
+    #: only in those rendered after the next change (``add_episode`` takes it).
     has_image: bool = True
 
     @property
@@ -329,6 +331,7 @@ class SimLibraryModel:
         file_created_at: int | None = None,
         air_date: str | None = None,
         virtual: bool = False,
+        has_image: bool = True,
         notify: bool = True,
     ) -> SimEpisode:
         """Add an episode; ``added_at`` defaults to the server's now."""
@@ -352,6 +355,7 @@ class SimLibraryModel:
             file_created_at=file_created_at if file_created_at is not None else added,
             saved_at=self.clock.now() if notify else float(added),
             virtual=virtual,
+            has_image=has_image,
             guid=f"sim://episode/{show_id}/{season}/{number}",
         )
         if number is None:  # no number to tell two such episodes apart: the id does
