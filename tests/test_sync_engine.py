@@ -17,6 +17,7 @@ from custom_components.episode_sync import sync as sync_module
 from custom_components.episode_sync.api.errors import (
     MediaServerConnectionError,
     MediaServerProtocolError,
+    ServerChangedError,
 )
 from custom_components.episode_sync.api.models import (
     At,
@@ -796,6 +797,110 @@ async def test_small_or_partial_removals_are_not_held() -> None:
     assert len(result.removed) == 8
 
 
+async def test_mass_removal_share_is_more_than_half() -> None:
+    """11 of 22 removed (exactly half) is applied; 12 of 22 is held back."""
+    for removed, held in ((11, {}), (12, {"1": 12})):
+        backend = big_backend()
+        harness = Harness(backend)
+        await harness.sync()
+        backend.bump()
+        for episode in [e for s in ("s0", "s1") for e in backend.episodes_by_show[s]][:removed]:
+            backend.remove(episode.id)
+        result = await harness.sync()
+        assert result.held_back == held
+        assert len(result.removed) == (0 if held else removed)
+
+
+async def test_held_back_removal_checks_the_server_and_keeps_its_cursor() -> None:
+    """A library looking emptied is what another server looks like; its edits stay owed."""
+    backend = big_backend()
+    harness = Harness(backend)
+    await harness.sync()
+    cursor = harness.state.cursors["1"]
+    backend.bump()
+    backend.shows_by_library["1"] = []
+    result = await harness.sync()
+    assert result.held_back == {"1": 22}
+    assert "server_info" in backend.calls
+    assert harness.state.cursors["1"] == cursor  # the next delta looks from where this one did
+    # The same at an address that now leads to another server: nothing is committed.
+    other = Harness(big_backend())
+    await other.sync()
+    other.engine = SyncEngine(
+        other.backend, server_id="not-srv", library_ids=["1"], clock=lambda: other.now
+    )
+    other.backend.bump()
+    other.backend.shows_by_library["1"] = []
+    with pytest.raises(ServerChangedError):
+        await other.sync()
+
+
+async def test_an_episode_back_beside_a_held_back_removal_stays_remembered() -> None:
+    """The held-back sync commits nothing of its library, the return of an episode neither."""
+    backend = big_backend()
+    harness = Harness(backend)
+    await harness.sync()
+    gone = backend.episodes_by_show["s1"][0]
+    backend.bump()
+    backend.remove(gone.id)
+    await harness.sync()
+    assert gone.id in harness.mirror.removed
+
+    backend.bump()
+    backend.episodes_by_show["s1"].append(replace(gone, added_at=backend.clock))
+    backend.episodes_by_show["s0"] = []
+    result = await harness.sync()
+    assert result.held_back == {"1": 14}
+    assert gone.id in harness.mirror.removed  # its library was kept as it was
+    result = await harness.sync()  # confirmed: applied, and the episode is back, not new
+    assert (result.held_back, len(result.removed), result.new_episodes) == ({}, 14, ())
+    stored = {e.id: e for _, _, e in harness.mirror.episodes()}
+    assert stored[gone.id].added_at == gone.added_at
+    assert gone.id not in harness.mirror.removed
+
+
+async def test_a_latest_view_the_mirror_never_had_is_adopted_without_a_repair() -> None:
+    """A store from before latest views were kept: the first one listed costs no request."""
+    backend = make_backend()
+    harness = Harness(backend)
+    await harness.sync()
+    shows = backend.shows_by_library["1"]
+    backend.shows_by_library["1"] = [replace(shows[0], last_viewed_at=123), *shows[1:]]
+    backend.bump()
+    result = await harness.sync()
+    assert backend.calls == ["libraries", "shows", "delta"]
+    assert result.mirror_changed
+    assert harness.mirror.libraries["1"].shows["s0"].show.last_viewed_at == 123
+
+
+async def test_full_sync_picks_up_a_library_renamed_and_nothing_else() -> None:
+    backend = make_backend()
+    harness = Harness(backend)
+    await harness.sync()
+    backend.libraries_list = [replace(backend.libraries_list[0], title="Series")]
+    result = await harness.sync(force_full=True)
+    assert result.mode is SyncMode.FULL
+    assert result.mirror_changed
+    assert harness.mirror.libraries["1"].title == "Series"
+
+
+async def test_full_sync_during_a_scan_keeps_no_marker() -> None:
+    """The marker of a library still scanning says nothing of what the scan adds next."""
+    backend = make_backend()
+    harness = Harness(backend)
+    await harness.sync()
+    backend.bump()
+    backend.libraries_list = [replace(backend.libraries_list[0], refreshing=True)]
+    result = await harness.sync(force_full=True)
+    assert "1" not in result.state.markers
+    # The scan ends with the marker it already had, having added one more episode.
+    backend.libraries_list = [replace(backend.libraries_list[0], refreshing=False)]
+    backend.clock += 60
+    backend.add("s1", "late", 1, 9)
+    result = await harness.sync()
+    assert [row[At.ID] for row in result.added] == ["late"]
+
+
 async def test_library_renamed_unselected_and_reappearing() -> None:
     backend = make_backend()
     backend.libraries_list.append(Library(id="2", title="Anime", marker="a"))
@@ -817,6 +922,7 @@ async def test_library_renamed_unselected_and_reappearing() -> None:
         backend, server_id="srv", library_ids=["1"], clock=lambda: harness.now
     )
     result = await harness.sync()
+    assert (result.mode, result.reason) == (SyncMode.INCREMENTAL, None)
     assert result.mirror_changed
     assert set(harness.mirror.libraries) == {"1"}
 
