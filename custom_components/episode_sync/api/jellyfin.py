@@ -204,7 +204,7 @@ class JellyfinClient(HttpClient):
 
         Listings carry no image data, so whether an episode has a still is
         found out here. Asked for in the listings (only the Primary tag), it
-        added about 140 bytes and three dictionaries to every row, and that
+        added about 140 bytes and two dictionaries to every row, and that
         set off a full pass of the garbage collector (150 ms on the loop) in
         a 100,000-episode full sync (``script/bench``). Without a still (a
         404), the series' poster stands in, as Jellyfin's own web client
