@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -17,6 +18,7 @@ from custom_components.episode_sync.api.errors import (
     WrongServerError,
 )
 from custom_components.episode_sync.api.jellyfin import JellyfinClient
+from custom_components.episode_sync.api.models import At
 from custom_components.episode_sync.api.paging import Page, fetch_all
 from custom_components.episode_sync.api.plex import PlexClient
 from tests.helpers import episodes_of
@@ -374,6 +376,32 @@ async def test_fetch_all_fills_gaps_of_short_pages() -> None:
     assert (12, 3) in calls  # the gap after the short page was asked for again
 
 
+async def test_fetch_all_fills_a_short_last_page_and_runs_pages_side_by_side() -> None:
+    """The tail after a short last page is asked for; ``concurrency`` pages are in flight."""
+    data = list(range(23))
+    calls: list[tuple[int, int]] = []
+    in_flight, peak = 0, 0
+
+    async def fetch(start: int, size: int) -> Page[int]:
+        nonlocal in_flight, peak
+        calls.append((start, size))
+        in_flight += 1
+        peak = max(peak, in_flight)
+        await asyncio.sleep(0.01)
+        in_flight -= 1
+        size = 1 if start == 20 else min(size, 5)
+        rows = data[start : start + size]
+        return Page(rows, len(rows), len(data))
+
+    assert await fetch_all(fetch, 5, 3) == data
+    assert (21, 2) in calls
+    assert peak == 3
+    peak = 0
+    calls.clear()
+    assert await fetch_all(fetch, 5, 0) == data  # no concurrency asked: one at a time
+    assert peak == 1
+
+
 async def test_fetch_all_accepts_a_hole_it_cannot_fill() -> None:
     """Rows deleted while paging: the listing ends short, without repeating rows."""
     data = list(range(12))
@@ -447,14 +475,52 @@ async def test_plex_bad_payloads(
 async def test_plex_lenient_flags(plex_sim: PlexSimulator, session: aiohttp.ClientSession) -> None:
     """Booleans come as true/false, 0/1 or "0"/"1"; numbers may come as strings."""
 
-    def stringly(payload: Any) -> Any:
-        for section in payload["MediaContainer"]["Directory"]:
-            section["refreshing"] = "1"
+    client = _plex(plex_sim, session)
+    for value, refreshing in (("1", True), ("true", True), (" True ", True), ("0", False),
+                              ("false", False), (1, True), (False, False)):  # fmt: skip
+
+        def flagged(payload: Any, value: object = value) -> Any:
+            for section in payload["MediaContainer"]["Directory"]:
+                section["refreshing"] = value
+            return payload
+
+        plex_sim.add_fault(Fault(kind="mutate", path="/library/sections", mutate=flagged))
+        assert {lib.refreshing for lib in await client.libraries()} == {refreshing}, value
+
+
+async def test_plex_rows_without_a_type_and_air_times(
+    plex_sim: PlexSimulator, session: aiohttp.ClientSession
+) -> None:
+    """A row without ``type`` is what the listing asked for; a date's time part is the air time."""
+
+    def untyped(payload: Any) -> Any:
+        for row in payload["MediaContainer"].get("Metadata", []):
+            row.pop("type", None)
         return payload
 
-    plex_sim.add_fault(Fault(kind="mutate", path="/library/sections", mutate=stringly))
     client = _plex(plex_sim, session)
-    assert all(library.refreshing for library in await client.libraries())
+    library = next(lib for lib in await client.libraries())
+    sim_show = next(iter(plex_sim.model.libraries[library.id].shows.values()))
+    plex_sim.model.add_episode(sim_show.id, 1, 7, air_date="2024-05-01")
+    plex_sim.clear_log()
+    shows = await client.shows(library.id)
+    # Show rows are small: pages of 1,000 keep the show listing to one request.
+    assert [r.query.get("X-Plex-Container-Size") for r in plex_sim.requests] == ["1000"]
+    episodes = await client.episodes(library.id)
+    plex_sim.add_fault(Fault(kind="mutate", mutate=untyped, times=-1))
+    assert await client.shows(library.id) == shows
+    assert await client.episodes(library.id) == episodes
+    show_id = shows[0].id
+    assert await client.show_episodes(library.id, show_id) == [
+        row for row in episodes if row[At.SHOW_ID] == show_id
+    ]
+    assert len(await client.changed_episodes([library.id], 0)) == len(episodes)
+    # The simulator gives every seventh episode a "YYYY-MM-DD 20:00:00" date.
+    timed = [(row[At.AIR_DATE], row[At.AIR_TIME]) for row in episodes if row[At.NUMBER] == 7]
+    assert timed == [("2024-05-01", "20:00")]
+    untimed = [row[At.AIR_TIME] for row in episodes if row[At.NUMBER] == 1]
+    assert untimed
+    assert set(untimed) == {None}
 
 
 @pytest.mark.parametrize(
