@@ -804,9 +804,8 @@ class PlexSimulator(SimServer):
             # External ids: only with includeGuids=1 (SPEC /all params), see _trim.
             "Guid": [{"id": f"tvdb://{int(show.id) * 3}"}],
         }
-        if (
-            not show.has_image
-        ):  # absent, not empty (docs: plex §10, "optional fields really absent")
+        # Absent, not empty (docs: plex §10, "optional fields really absent").
+        if not show.has_image:
             del row["thumb"], row["art"]
         if watched:
             row["lastViewedAt"] = max(e.last_viewed_at or 0 for e in watched)
