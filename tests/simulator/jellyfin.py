@@ -126,7 +126,6 @@ class JellyfinSimulator(SimServer):
     ) -> None:
         """Create the server; ``model.generate(...)`` fills it."""
         self.version = version
-        self.version_tuple = tuple(int(p) for p in version.split(".")[:2])
         self.users = dict(users if users is not None else {"alice": "secret"})
         self.name = name
         self.server_id = server_id or hashlib.md5(name.encode(), usedforsecurity=False).hexdigest()
@@ -175,6 +174,11 @@ class JellyfinSimulator(SimServer):
         self.model.add_library(title="Movies", kind="movies")
         #: Series DateLastMediaAdded as last saved (the series row's own save).
         self._series_media_added: dict[str, int | None] = {}
+
+    @property
+    def version_tuple(self) -> tuple[int, ...]:
+        """Major and minor version, what the behaviour switches compare."""
+        return tuple(int(p) for p in self.version.split(".")[:2])
 
     # -- auto discovery -----------------------------------------------------------------
 
@@ -682,9 +686,8 @@ class JellyfinSimulator(SimServer):
         # token so a test proves the client sends it.
         if (refused := self._gate(request)) is not None:
             return refused
-        found = self.model.find_show(request.match_info["iid"]) or self.model.find_episode(
-            request.match_info["iid"]
-        )
+        item_id = request.match_info["iid"]
+        found = self.model.find_show(item_id) or self.model.find_episode(item_id)
         if found is None or not found.has_image:
             return web.Response(status=404)
         return web.Response(body=PNG_1X1, content_type="image/png")
